@@ -1,0 +1,306 @@
+"""Reading, checking and writing ELIR weights, in one place.
+
+Three formats are read, recognised by their content (never by file name):
+
+- our ``.safetensors``: a flat state dict, the model config in its metadata;
+- the authors' released ``.pth``: a flat state dict pickled by torch; read with
+  ``torch.load(weights_only=True)`` only, so a pickle that holds code is refused
+  and never runs;
+- the authors' training ``.ckpt``: four state dicts with over-parametrised
+  ("collapsible") convs, collapsed here exactly into single 3x3 convs.
+
+Hyper-parameters come from our metadata, or from the tensor shapes plus the
+task's sampler settings (K, sigma_s) from the manifest; never from file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from .errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
+from .tasks import ModelConfig, get_task
+
+if TYPE_CHECKING:
+    from .model import ElirModel
+
+FORMAT_NAME = "elir-cli"
+FORMAT_VERSION = "1"
+PREFIXES = ("enc.", "mmse.", "fmir.", "dec.")
+CKPT_GROUPS = {
+    "state_dict_enc": "enc.",
+    "state_dict_mmse": "mmse.",
+    "state_dict_fmir": "fmir.",
+    "state_dict_dec": "dec.",
+}
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTO = 0x80
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+COLLAPSE_KEY = re.compile(r"^(?P<stem>.*\.block\.)(?P<idx>\d+)\.weight$")
+
+Format = Literal["safetensors", "pth", "ckpt"]
+
+
+@dataclass
+class Checkpoint:
+    """A state dict read from a file, with what is known of its configuration."""
+
+    state_dict: dict[str, torch.Tensor]
+    format: Format
+    config: ModelConfig | None = None
+    task: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+# -- reading ----------------------------------------------------------------
+
+def sniff_format(path: Path) -> Literal["safetensors", "torch"]:
+    """Tell safetensors from a torch pickle by the first bytes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+            size = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"weights path is a folder, not a file: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    if head[:4] == ZIP_MAGIC or (head[:1] and head[0] == PICKLE_PROTO):
+        return "torch"
+    if len(head) == 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if header_len < min(size, SAFETENSORS_MAX_HEADER) and head[8:9] == b"{":
+            return "safetensors"
+    raise CheckpointError(
+        f"{path} is not a weights file elir-cli can read",
+        hint="expected an ELIR .safetensors, the authors' .pth or a training .ckpt",
+    )
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read any supported weights file into a released-format state dict."""
+    path = Path(path)
+    if sniff_format(path) == "safetensors":
+        return _read_safetensors(path)
+    obj = _torch_load_safely(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    if CKPT_GROUPS.keys() <= obj.keys():
+        state = {}
+        for group, prefix in CKPT_GROUPS.items():
+            sub = _only_tensors(obj[group], f"{path}:{group}")
+            state.update({prefix + k: v for k, v in collapse_overparametrized(sub).items()})
+        return Checkpoint(state_dict=state, format="ckpt")
+    return Checkpoint(state_dict=_only_tensors(obj, str(path)), format="pth")
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = dict(fh.metadata() or {})
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
+    config = None
+    if metadata.get("format") == FORMAT_NAME:
+        try:
+            config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path} has a damaged elir-cli config in its metadata: {exc}") from None
+    return Checkpoint(state_dict=state, format="safetensors", config=config,
+                      task=metadata.get("task") or None, metadata=metadata)
+
+
+def _torch_load_safely(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "not allowed"
+        raise UnsafeCheckpointError(
+            f"refused {path}: it holds Python objects, not just tensors ({first[:160]})",
+            hint="only plain state dicts are loaded; code inside a checkpoint is never run",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read {path} as a torch checkpoint: {message[:200]}",
+                              hint="the file may be truncated; download it again") from None
+
+
+def _only_tensors(obj: object, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{where} holds a {type(obj).__name__}, not a state dict")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{where} holds entries that are not tensors: {', '.join(bad[:5])}")
+    return dict(obj)
+
+
+def collapse_overparametrized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fold every (3x3 conv to 4x channels, 1x1 conv back) pair into one 3x3 conv.
+
+    ``W[o,i] = sum_m W2[o,m] W1[m,i]`` and ``b = W2 @ b1 + b2``, computed in
+    float64 and rounded once.
+    """
+    out = dict(state)
+    for key in sorted(state):
+        match = COLLAPSE_KEY.match(key)
+        if not match:
+            continue
+        stem, idx = match["stem"], int(match["idx"])
+        w1, w2_key = state[key], f"{stem}{idx + 1}.weight"
+        w2 = state.get(w2_key)
+        if w2 is None or w1.ndim != 4 or w2.ndim != 4 or w2.shape[2:] != (1, 1) \
+                or w1.shape[2:] != (3, 3) or w2.shape[1] != w1.shape[0]:
+            continue
+        b1 = state.get(f"{stem}{idx}.bias")
+        b2 = state.get(f"{stem}{idx + 1}.bias")
+        w2m = w2[:, :, 0, 0].double()  # (out, mid)
+        weight = torch.einsum("om,mikl->oikl", w2m, w1.double())
+        bias = b2.double() if b2 is not None else torch.zeros(w2.shape[0], dtype=torch.float64)
+        if b1 is not None:
+            bias = bias + w2m @ b1.double()
+        for suffix in ("weight", "bias"):
+            out.pop(f"{stem}{idx + 1}.{suffix}", None)
+        out[key] = weight.to(w1.dtype)
+        out[f"{stem}{idx}.bias"] = bias.to(w1.dtype)
+    return out
+
+
+# -- configuration --------------------------------------------------------
+
+def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, object]:
+    """Read the architecture hyper-parameters off the tensor shapes."""
+    try:
+        ch_mult = []
+        i = 0
+        while f"fmir.down_blocks.{i}.0.conv2d.weight" in state:
+            down = state.get(f"fmir.down_blocks.{i}.1.conv.weight")
+            ch_mult.append(1 if down is None else down.shape[0] // down.shape[1])
+            i += 1
+        return {
+            "latent_channels": int(state["enc.layers.14.weight"].shape[0]),
+            "rrdb_c_hid": int(state["mmse.lrm.0.RDB1.conv1.block.0.weight"].shape[0]),
+            "n_rrdb": _count(state, "mmse.lrm.{}.RDB1.conv1.block.0.weight"),
+            "hid_channels": int(state["fmir.first_proj.weight"].shape[0]),
+            "n_mid_blocks": _count(state, "fmir.mid_blocks.{}.conv2d.weight"),
+            "t_emb_dim": int(state["fmir.time_mlp.linear1.weight"].shape[1]),
+            "ch_mult": tuple(ch_mult),
+        }
+    except KeyError as exc:
+        raise CheckpointError(
+            f"this is not an ELIR checkpoint (no tensor {exc.args[0]!r})",
+            hint="expected keys under enc., mmse., fmir. and dec.",
+        ) from None
+
+
+def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
+    n = 0
+    while pattern.format(n) in state:
+        n += 1
+    return n
+
+
+def resolve_config(ckpt: Checkpoint, task: str | None) -> ModelConfig:
+    """The config to build: the file's own, else shapes + the task's sampler settings."""
+    if ckpt.config is not None:
+        if task is not None and ckpt.task and task != ckpt.task:
+            raise UsageError(f"these weights are for task {ckpt.task!r}, not {task!r}",
+                             hint=f"use --task {ckpt.task} or other weights")
+        return ckpt.config
+    if task is None:
+        raise UsageError(
+            "the authors' checkpoints do not record their task (K and sigma_s)",
+            hint="say which task they are for, e.g. task='bfr' (--task bfr)",
+        )
+    arch = infer_architecture(ckpt.state_dict)
+    task_model = get_task(task).model
+    return ModelConfig(k_steps=task_model.k_steps, sigma_s=task_model.sigma_s,
+                       pad_multiple=task_model.pad_multiple, **arch)  # type: ignore[arg-type]
+
+
+# -- building ----------------------------------------------------------------
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`StateDictMismatchError` unless ``state`` fits ``model`` exactly."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise StateDictMismatchError(missing=missing, unexpected=unexpected,
+                                     mismatched=mismatched, source=source)
+
+
+def build_model(ckpt: Checkpoint, task: str | None = None, source: str = "checkpoint") -> "ElirModel":
+    from .model import ElirModel
+
+    config = resolve_config(ckpt, task)
+    model = ElirModel(config)
+    check_state_dict(model, ckpt.state_dict, source)
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    model.task = task or ckpt.task
+    return model.eval()
+
+
+def load_model(source: str | os.PathLike[str], task: str | None = None,
+               device: str | torch.device = "cpu") -> "ElirModel":
+    """Load ELIR from a weights file (any supported format) or a task name."""
+    path = Path(source)
+    if not path.exists() and isinstance(source, str) and os.sep not in source:
+        from .tasks import task_names
+
+        if source in task_names():
+            from .hub import ensure_task_weights
+
+            task = task or source
+            path = ensure_task_weights(source)
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt, task, source=str(path))
+    return model.to(device)
+
+
+# -- writing ------------------------------------------------------------------
+
+def save_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor],
+                     config: ModelConfig, task: str | None = None,
+                     extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write our format atomically: tensors + config (and task) in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                "config": json.dumps(config.to_dict(), sort_keys=True)}
+    if task:
+        metadata["task"] = task
+    metadata.update(extra_metadata or {})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def convert_to_safetensors(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                           task: str | None = None) -> Path:
+    """Convert any supported file to our safetensors, checked against the model first."""
+    ckpt = read_checkpoint(src)
+    model = build_model(ckpt, task, source=str(src))
+    return save_safetensors(dst, ckpt.state_dict, model.config, task=model.task)

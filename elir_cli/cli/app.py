@@ -1,0 +1,92 @@
+"""The root ``elir`` Typer app and its single error boundary.
+
+Every :class:`~elir_cli.errors.ElirError` becomes an ``Error: ...`` line (and a
+``Hint: ...`` line) on stderr with the error's exit code; ``--debug`` shows the
+traceback instead. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .._version import __version__
+from ..errors import ElirError
+
+app = typer.Typer(
+    name="elir",
+    help="Restore photos with ELIR: faces, super-resolution, denoising, inpainting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+DEBUG_ENV = "ELIR_DEBUG"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"elir-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Restore photos with ELIR (Cohen et al., BMVC 2025).
+
+    Examples:
+
+      elir restore photo.jpg --task bfr
+
+      elir models list
+    """
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def report_error(exc: ElirError) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]Error:[/] {escape(exc.message)}")
+    if exc.hint:
+        console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
+    return exc.exit_code
+
+
+def main() -> None:
+    """Console-script entry point: run the app behind the error boundary."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV) == "1"
+    try:
+        app(standalone_mode=False)
+    except ElirError as exc:
+        if debug:
+            raise
+        sys.exit(report_error(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.stderr.write("Aborted.\n")
+            sys.exit(130)
+        raise
+    sys.exit(0)

@@ -1,0 +1,160 @@
+"""The task registry: the five released ELIR configurations, read from data.
+
+``weights/manifest.json`` (installed as ``elir_cli.weights``) is the single
+source of every task's hyper-parameters, sizes and download sources. This
+module only reads it; it never imports torch, so ``elir models list`` and
+``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import UsageError
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of one ELIR model (see the paper and the format README)."""
+
+    k_steps: int
+    sigma_s: float
+    hid_channels: int
+    n_mid_blocks: int
+    latent_channels: int = 16
+    rrdb_c_hid: int = 96
+    n_rrdb: int = 3
+    ch_mult: tuple[int, ...] = (1, 2, 1, 2)
+    t_emb_dim: int = 160
+    pad_multiple: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("k_steps", "hid_channels", "n_mid_blocks", "latent_channels",
+                     "rrdb_c_hid", "n_rrdb", "t_emb_dim", "pad_multiple"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.sigma_s >= 0:
+            raise ValueError(f"sigma_s must be >= 0, got {self.sigma_s!r}")
+        if self.pad_multiple % 32:
+            raise ValueError(f"pad_multiple must be a multiple of 32, got {self.pad_multiple}")
+        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
+        if any(m not in (1, 2) for m in self.ch_mult):
+            raise ValueError(f"ch_mult entries must be 1 or 2, got {self.ch_mult}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One released task: what it restores and how to run and fetch it."""
+
+    name: str
+    title: str
+    restores: str
+    kind: Literal["face", "image"]
+    input_size: int
+    scale: int
+    model: ModelConfig
+    tensors: int
+    parameters: int
+    licence: str
+    hub_filename: str
+    hub_sha256: str | None
+    release_url: str
+    release_sha256: str | None
+    paper: dict[str, Any] | None
+
+    @property
+    def download_bytes(self) -> int:
+        """Approximate size of the float32 weights file."""
+        return self.parameters * 4
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A face detector known to the registry."""
+
+    name: str
+    title: str
+    network: str
+    licence: str
+    sha256: str | None
+    bundled: str | None = None
+    url: str | None = None
+    notice: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    hub_repo_id: str
+    hub_revision: str
+    tasks: dict[str, Task]
+    detectors: dict[str, Detector]
+
+
+def weights_dir() -> Path:
+    """The installed ``weights/`` folder (manifest, bundled detector, notices)."""
+    return Path(str(resources.files("elir_cli.weights")))
+
+
+@lru_cache(maxsize=1)
+def load_manifest() -> Manifest:
+    data = json.loads((weights_dir() / MANIFEST_NAME).read_text(encoding="utf-8"))
+    tasks = {}
+    for name, t in data["tasks"].items():
+        tasks[name] = Task(
+            name=name,
+            title=t["title"],
+            restores=t["restores"],
+            kind=t["kind"],
+            input_size=int(t["input_size"]),
+            scale=int(t["scale"]),
+            model=ModelConfig.from_dict(t["model"]),
+            tensors=int(t["tensors"]),
+            parameters=int(t["parameters"]),
+            licence=t["licence"],
+            hub_filename=t["sources"]["hub"]["filename"],
+            hub_sha256=t["sources"]["hub"]["sha256"],
+            release_url=t["sources"]["release"]["url"],
+            release_sha256=t["sources"]["release"]["sha256"],
+            paper=t.get("paper"),
+        )
+    detectors = {name: Detector(name=name, **d) for name, d in data["detectors"].items()}
+    return Manifest(
+        hub_repo_id=data["hub"]["repo_id"],
+        hub_revision=data["hub"]["revision"],
+        tasks=tasks,
+        detectors=detectors,
+    )
+
+
+def task_names() -> list[str]:
+    return list(load_manifest().tasks)
+
+
+def get_task(name: str) -> Task:
+    tasks = load_manifest().tasks
+    try:
+        return tasks[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown task {name!r}",
+            hint=f"choose one of: {', '.join(tasks)}",
+        ) from None

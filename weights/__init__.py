@@ -1,0 +1,1 @@
+"""Data shipped with elir-cli: the task manifest and the bundled face detector."""
