@@ -74,12 +74,12 @@ def sniff_format(path: Path) -> Literal["safetensors", "torch"]:
         raise CheckpointError(f"weights path is a folder, not a file: {path}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    if len(head) == 9:  # safetensors: u64 little-endian header length, then a JSON object
+        header_len = int.from_bytes(head[:8], "little")
+        if 8 + header_len <= size and header_len <= SAFETENSORS_MAX_HEADER and head[8:9] == b"{":
+            return "safetensors"
     if head[:4] == ZIP_MAGIC or (head[:1] and head[0] == PICKLE_PROTO):
         return "torch"
-    if len(head) == 9:
-        header_len = int.from_bytes(head[:8], "little")
-        if header_len < min(size, SAFETENSORS_MAX_HEADER) and head[8:9] == b"{":
-            return "safetensors"
     raise CheckpointError(
         f"{path} is not a weights file elir-cli can read",
         hint="expected an ELIR .safetensors, the authors' .pth or a training .ckpt",
@@ -124,14 +124,15 @@ def _read_safetensors(path: Path) -> Checkpoint:
 
 def _torch_load_safely(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:  # a file object: torch must not guess the format from the name
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "not allowed"
         raise UnsafeCheckpointError(
             f"refused {path}: it holds Python objects, not just tensors ({first[:160]})",
             hint="only plain state dicts are loaded; code inside a checkpoint is never run",
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types for damaged files; all mean "unreadable"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {path} as a torch checkpoint: {message[:200]}",
                               hint="the file may be truncated; download it again") from None

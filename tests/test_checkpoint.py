@@ -1,0 +1,137 @@
+"""Loading, checking, converting and refusing weights files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import goldens
+from elir_cli import load_model
+from elir_cli.checkpoint import (
+    convert_to_safetensors,
+    read_checkpoint,
+    save_safetensors,
+)
+from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
+from tiny import TINY, tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return goldens.write_pth("tiny_k3", tmp_path_factory.mktemp("pth") / "weights.pth")
+
+
+def test_pth_to_safetensors_round_trip_is_lossless(tiny_pth: Path, tmp_path: Path) -> None:
+    # "denoising" shares the released shapes of sr/inpainting; the tiny file takes K, sigma from it.
+    original = load_model(tiny_pth, task="denoising")
+    out = convert_to_safetensors(tiny_pth, tmp_path / "converted.safetensors", task="denoising")
+    converted = load_model(out)  # the safetensors carries its own config and task
+    assert converted.config == original.config
+    assert converted.task == "denoising"
+    for key, value in original.state_dict().items():
+        assert torch.equal(value, converted.state_dict()[key]), key
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    a = original.restore(x, generator=torch.Generator().manual_seed(7))
+    b = converted.restore(x, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+def test_format_is_recognised_by_content_not_name(tiny_pth: Path, tmp_path: Path) -> None:
+    renamed = tmp_path / "looks_like.safetensors"
+    renamed.write_bytes(tiny_pth.read_bytes())
+    assert read_checkpoint(renamed).format == "pth"
+    ours = save_safetensors(tmp_path / "ours.pth", tiny_model().state_dict(), TINY, task="bfr")
+    ckpt = read_checkpoint(ours)
+    assert ckpt.format == "safetensors" and ckpt.config == TINY and ckpt.task == "bfr"
+
+
+def test_authors_file_needs_a_task(tiny_pth: Path) -> None:
+    with pytest.raises(UsageError, match="task"):
+        load_model(tiny_pth)
+
+
+def test_safetensors_task_conflict_is_reported(tmp_path: Path) -> None:
+    path = save_safetensors(tmp_path / "m.safetensors", tiny_model().state_dict(), TINY, task="bfr")
+    with pytest.raises(UsageError, match="'bfr'"):
+        load_model(path, task="sr")
+
+
+@pytest.mark.parametrize("damage", ["missing", "extra", "shape"])
+def test_mismatched_file_names_the_tensors(damage: str, tmp_path: Path) -> None:
+    state = tiny_model().state_dict()
+    if damage == "missing":
+        del state["fmir.final_proj.bias"]
+        expect = "missing 1: fmir.final_proj.bias"
+    elif damage == "extra":
+        state["fmir.surprise.weight"] = torch.zeros(3)
+        expect = "unexpected 1: fmir.surprise.weight"
+    else:
+        state["dec.layers.18.bias"] = torch.zeros(4)
+        expect = "wrong shape 1: dec.layers.18.bias (4,) != (3,)"
+    path = save_safetensors(tmp_path / "bad.safetensors", state, TINY)
+    with pytest.raises(StateDictMismatchError) as info:
+        load_model(path)
+    assert expect in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+class Payload:
+    """A pickle that would create a marker file if it were ever unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "elir_bfr.pth"
+    torch.save({"fmir.first_proj.weight": torch.zeros(1), "x": Payload(marker)}, evil)
+    with pytest.raises(UnsafeCheckpointError, match="refused"):
+        load_model(evil, task="bfr")
+    assert not marker.exists()
+    # the legacy (non-zip) pickle format too
+    legacy = tmp_path / "legacy.pth"
+    with open(legacy, "wb") as fh:
+        pickle.dump(Payload(marker), fh, protocol=2)
+    with pytest.raises(CheckpointError):
+        read_checkpoint(legacy)
+    assert not marker.exists()
+
+
+def test_non_tensor_values_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "odd.pth"
+    torch.save({"fmir.first_proj.weight": torch.zeros(1), "note": "hello"}, path)
+    with pytest.raises(CheckpointError, match="not tensors: note"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world, not weights", b"\x80\x02truncated"])
+def test_garbage_files_fail_with_one_line(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_pth_fails_cleanly(tiny_pth: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(tiny_pth.read_bytes()[: 1_000_000])
+    with pytest.raises(CheckpointError):
+        read_checkpoint(cut)
+
+
+def test_missing_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    save_safetensors(tmp_path / "m.safetensors", tiny_model().state_dict(), TINY)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
