@@ -43,6 +43,10 @@ class ElirModel(nn.Module):
         )
         self.enc = Encoder(latent_channels=config.latent_channels)
         self.dec = Decoder(latent_channels=config.latent_channels)
+        self.task: str | None = None
+        # Autocast dtype for the network (None: float32). The sampler's state
+        # and update always stay float32; see runtime.prepare_model.
+        self.compute_dtype: torch.dtype | None = None
 
     # -- stages -----------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,16 +86,29 @@ class ElirModel(nn.Module):
             raise ValueError(f"x must be a float tensor in [0,1], got {x.dtype}")
         k_steps = self.config.k_steps if steps is None else int(steps)
         height, width = x.shape[-2:]
-        x = pad_to_multiple(x, self.config.pad_multiple)
-        z = self.encode(x)
-        if noise is None:
-            noise = self.draw_noise(z.shape, generator, z.device, z.dtype)
-        else:
-            noise = _crop_or_check_noise(noise, z)
-        z0 = self.coarse(z) + self.config.sigma_s * noise
-        z1 = euler_sample(self.velocity, z0, k_steps=k_steps, fidelity=fidelity, callback=callback)
-        y = self.decode(z1)
-        return y[..., :height, :width]
+        x = pad_to_multiple(x.float(), self.config.pad_multiple)
+        if self.is_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast(x.device):
+            z = self.encode(x)
+            if noise is None:
+                noise = self.draw_noise(z.shape, generator, z.device, torch.float32)
+            else:
+                noise = _crop_or_check_noise(noise, z)
+            z0 = self.coarse(z).float() + self.config.sigma_s * noise
+            z1 = euler_sample(self.velocity, z0, k_steps=k_steps, fidelity=fidelity, callback=callback)
+            y = self.decode(z1)
+        return y[..., :height, :width].float()
+
+    @property
+    def is_channels_last(self) -> bool:
+        weight = self.enc.layers[0].weight
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        dtype = self.compute_dtype
+        return torch.autocast(device_type=device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
 
     @torch.inference_mode()
     def restore(
@@ -127,9 +144,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def _crop_or_check_noise(noise: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Accept noise for the padded latent, or for the unpadded one (then pad it)."""
     if noise.shape == z.shape:
-        return noise.to(device=z.device, dtype=z.dtype)
+        return noise.to(device=z.device, dtype=torch.float32)
     if noise.ndim == 4 and noise.shape[:2] == z.shape[:2] and \
             noise.shape[2] <= z.shape[2] and noise.shape[3] <= z.shape[3]:
         pad = (0, z.shape[3] - noise.shape[3], 0, z.shape[2] - noise.shape[2])
-        return F.pad(noise, pad, mode="constant", value=0.0).to(device=z.device, dtype=z.dtype)
+        return F.pad(noise, pad, mode="constant", value=0.0).to(device=z.device, dtype=torch.float32)
     raise ValueError(f"noise must have the latent's shape {tuple(z.shape)}, got {tuple(noise.shape)}")

@@ -49,11 +49,15 @@ def euler_sample(
     fidelity: float = 1.0,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Integrate ``dz/dt = velocity(z, t)`` from t = 0 with Euler steps."""
+    """Integrate ``dz/dt = velocity(z, t)`` from t = 0 with Euler steps.
+
+    The state keeps ``z0``'s dtype (float32 in ELIR) even when the velocity is
+    computed in half precision.
+    """
     z = z0
     steps = euler_steps(k_steps, fidelity)
     for i, (t, dt) in enumerate(steps):
-        z = z + dt * velocity(z, t)
+        z = z + dt * velocity(z, t).to(z.dtype)
         if callback is not None:
             callback(i + 1, len(steps), t + dt, z)
     return z

@@ -1,0 +1,102 @@
+"""Device, precision and memory-format logic, exercised on the CPU."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from elir_cli.errors import UsageError
+from elir_cli.runtime import (
+    Runtime,
+    cpu_supports_bf16,
+    prepare_model,
+    resolve_device,
+    resolve_precision,
+    resolve_runtime,
+    tune_cpu_allocator,
+)
+from tiny import TINY, tiny_model
+
+
+def test_auto_device_is_the_best_available() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_unavailable_or_unknown_device_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown device"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(UsageError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_precision_rules_on_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
+        resolve_precision("fp16", cpu)
+    if cpu_supports_bf16():
+        assert resolve_precision("bf16", cpu) is torch.bfloat16
+    else:
+        with pytest.raises(UsageError, match="bf16"):
+            resolve_precision("bf16", cpu)
+    with pytest.raises(UsageError, match="unknown precision"):
+        resolve_precision("int8", cpu)
+
+
+def test_gpu_precisions_map_to_half_dtypes() -> None:
+    # The mapping for GPUs is pure logic; check it without a GPU via a meta device type.
+    fake_cuda = torch.device("cuda")
+    if torch.cuda.is_available():
+        assert resolve_precision("fp16", fake_cuda) is torch.float16
+    else:
+        assert resolve_precision("fp16", fake_cuda) is torch.float16  # no device query for fp16
+    assert resolve_precision("fp16", torch.device("mps")) is torch.float16
+    with pytest.raises(UsageError, match="bf16 is not supported on MPS"):
+        resolve_precision("bf16", torch.device("mps"))
+
+
+def test_prepared_model_matches_the_plain_one() -> None:
+    plain = tiny_model(seed=3)
+    fast = prepare_model(tiny_model(seed=3), resolve_runtime("cpu", "fp32"))
+    assert fast.is_channels_last and not plain.is_channels_last
+    assert all(not p.requires_grad for p in fast.parameters())
+    x = torch.rand(2, 3, 64, 96)
+    noise = torch.randn(2, TINY.latent_channels, 8, 12)
+    with torch.inference_mode():
+        a, b = plain(x, noise=noise), fast(x, noise=noise)
+    assert b.is_contiguous(memory_format=torch.channels_last) or b.is_contiguous()
+    assert (a - b).abs().max().item() < 1e-4
+
+
+def test_half_precision_keeps_the_sampler_in_float32() -> None:
+    model = tiny_model(seed=4)
+    model.compute_dtype = torch.bfloat16  # CPU autocast runs bf16 even where it is emulated
+    states: list[torch.dtype] = []
+    x = torch.rand(1, 3, 32, 32)
+    noise = torch.randn(1, TINY.latent_channels, 4, 4)
+    with torch.inference_mode():
+        half = model(x, noise=noise, callback=lambda i, n, t, z: states.append(z.dtype))
+        model.compute_dtype = None
+        full = model(x, noise=noise)
+    assert states == [torch.float32] * TINY.k_steps
+    assert half.dtype == torch.float32
+    err = (half - full).abs().max().item()
+    assert 0 < err < 0.1  # really computed in bf16, and still close
+
+
+def test_runtime_describes_itself() -> None:
+    assert Runtime(torch.device("cpu"), None).describe() == "cpu (fp32)"
+    assert Runtime(torch.device("cuda"), torch.float16).describe() == "cuda (fp16)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is a glibc (Linux) facility")
+def test_allocator_tuning_applies_on_glibc() -> None:
+    assert tune_cpu_allocator() is True
+    assert tune_cpu_allocator() is True  # idempotent
