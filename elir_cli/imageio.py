@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,8 @@ LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 HEADER_BYTES = 32
 _WEAK_MAGIC_FORMATS = ("BMP", "PPM")  # two-byte magics: confirmed by Pillow
 _PILLOW_LIMIT_LOCK = threading.Lock()
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError)
+# What Pillow's decoders raise on damaged data (OSError covers "image file is truncated").
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 
 
 @dataclass(frozen=True, eq=False)

@@ -120,7 +120,6 @@ def test_every_exif_orientation_matches_pillows_exif_transpose(orientation: int,
     with Image.open(path) as im:
         expected = np.asarray(ImageOps.exif_transpose(im))
     assert np.array_equal(np.rint(image.rgb * 255).astype(np.uint8), expected)
-    assert Image.Exif().__class__  # noqa: B018 (keep the import honest)
     parsed = Image.Exif()
     parsed.load(image.exif)
     assert parsed.get(ORIENTATION) == 1
@@ -413,3 +412,14 @@ def test_importing_image_io_does_not_import_torch_or_opencv() -> None:
     code = "import sys, elir_cli.imageio, elir_cli.imagewrite; print('torch' in sys.modules, 'cv2' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_no_clobber_rename_refuses_a_file_that_appeared_meanwhile(tmp_path: Path) -> None:
+    from elir_cli.atomicwrite import _link_no_clobber
+
+    temp, target = tmp_path / ".o.png.tmp", tmp_path / "o.png"
+    temp.write_bytes(b"new")
+    target.write_bytes(b"someone else's")  # created after our existence check
+    with pytest.raises(OutputExistsError):
+        _link_no_clobber(temp, target)
+    assert target.read_bytes() == b"someone else's"

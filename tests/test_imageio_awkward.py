@@ -30,7 +30,7 @@ MUST_FAIL = {
     "truncated.jpg": "truncated",
     "truncated_jpeg.jpg": "truncated",
 }
-GREY_MODES = {"1", "L", "LA", "La", "I", "F"} | {m for m in ("I;16", "I;16B", "I;16L", "I;16N")}
+GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 LOSSY = {"jpg", "webp"}
 LOSSY_MEAN_TOL = 0.03  # mean absolute difference of a quality-95 re-encode
 ORIENTATION_TAG = 0x0112
