@@ -16,6 +16,7 @@ import io
 import os
 import struct
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -211,9 +212,13 @@ def read_image(
     """
     name, data = _read_source(source)
     try:
-        with _pillow_open(io.BytesIO(data)) as im:
-            _check_size(name, im.size, max_pixels)
-            return _decode(name, data, im)
+        # Pillow reports damaged-but-readable data (corrupt EXIF, ...) as Python
+        # warnings; they become one-line notes in ``DecodedImage.warnings``.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _pillow_open(io.BytesIO(data)) as im:
+                _check_size(name, im.size, max_pixels)
+                image = _decode(name, data, im)
     except UnidentifiedImageError as exc:
         claimed = sniff_format(data[:HEADER_BYTES])
         if claimed is not None:
@@ -229,6 +234,8 @@ def read_image(
             f"{name}: image data is truncated or corrupt ({_one_line(exc)})",
             hint="re-export or re-download the file",
         ) from exc
+    notes = tuple(f"{name}: {_one_line(w.message)}" for w in caught)  # type: ignore[arg-type]
+    return replace(image, warnings=image.warnings + notes) if notes else image
 
 
 def _read_source(source: str | os.PathLike[str] | bytes | BinaryIO) -> tuple[str, bytes]:

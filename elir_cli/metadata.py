@@ -85,6 +85,8 @@ def exif_for_output(im: Image.Image) -> bytes | None:
     if not im.info.get("exif"):
         return None
     exif = im.getexif()
+    if not exif:  # present but empty or unreadable: nothing worth carrying
+        return None
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = UPRIGHT
     return exif.tobytes()

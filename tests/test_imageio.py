@@ -423,3 +423,12 @@ def test_no_clobber_rename_refuses_a_file_that_appeared_meanwhile(tmp_path: Path
     with pytest.raises(OutputExistsError):
         _link_no_clobber(temp, target)
     assert target.read_bytes() == b"someone else's"
+
+
+def test_corrupt_exif_becomes_a_warning_not_noise_or_a_failure() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(random_rgb(4, 4)).save(buffer, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff\x12\x01")
+    image = read_image(buffer.getvalue())
+    assert image.exif is None
+    assert any("Corrupt EXIF" in note for note in image.warnings)
+    assert encode_image(image, "jpg")
