@@ -15,6 +15,7 @@ from .errors import (
     ElirError,
     ImageError,
     ModelNotAvailableError,
+    OutputExistsError,
     StateDictMismatchError,
     UnsafeCheckpointError,
     UsageError,
@@ -23,6 +24,8 @@ from .tasks import ModelConfig, Task, get_task, load_manifest, task_names
 
 if TYPE_CHECKING:
     from .checkpoint import convert_to_safetensors, load_model, read_checkpoint
+    from .imageio import DecodedImage, is_image_file, make_output, read_image
+    from .imagewrite import encode_image, write_image
     from .model import ElirModel
 
 _LAZY = {
@@ -32,29 +35,42 @@ _LAZY = {
     "ElirModel": "model",
     "restore_image": "pipeline",
     "RestoreResult": "pipeline",
+    "DecodedImage": "imageio",
+    "read_image": "imageio",
+    "is_image_file": "imageio",
+    "make_output": "imageio",
+    "encode_image": "imagewrite",
+    "write_image": "imagewrite",
 }
 
 __all__ = [
     "__version__",
     "CheckpointError",
+    "DecodedImage",
     "DownloadError",
     "ElirError",
     "ElirModel",
     "ImageError",
     "ModelConfig",
     "ModelNotAvailableError",
+    "OutputExistsError",
     "RestoreResult",
     "StateDictMismatchError",
     "Task",
     "UnsafeCheckpointError",
     "UsageError",
     "convert_to_safetensors",
+    "encode_image",
     "get_task",
+    "is_image_file",
     "load_manifest",
     "load_model",
+    "make_output",
     "read_checkpoint",
+    "read_image",
     "restore_image",
     "task_names",
+    "write_image",
 ]
 
 

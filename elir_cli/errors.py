@@ -77,6 +77,10 @@ class ImageError(ElirError):
     """An input image that cannot be read, or an output that cannot be written."""
 
 
+class OutputExistsError(ImageError):
+    """An output file that exists already and may not be overwritten (batches skip these)."""
+
+
 def _preview(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
