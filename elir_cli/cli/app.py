@@ -54,6 +54,16 @@ def root(
         os.environ[DEBUG_ENV] = "1"
 
 
+def _register_commands() -> None:
+    from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
+
+    app.command(epilog=RESTORE_EPILOG)(restore)
+    app.command(epilog=BATCH_EPILOG)(batch)
+
+
+_register_commands()
+
+
 def report_error(exc: ElirError) -> int:
     from rich.console import Console
     from rich.markup import escape

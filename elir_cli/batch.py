@@ -1,0 +1,112 @@
+"""Batches: find the images under a folder, mirror the tree, resume, report.
+
+``plan_batch`` decides what each input becomes (by content, never by name);
+``run_batch`` restores the plan file by file, skipping outputs that already
+exist unless told to overwrite, so an interrupted batch resumes where it
+stopped. A file that fails is recorded and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .atomicwrite import write_bytes_atomic
+from .errors import UsageError
+from .imageio import is_image_file
+from .restore_files import FileRecord, FileRestorer, OutputName
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    src: Path
+    relative: Path
+    output: OutputName
+
+
+@dataclass
+class BatchSummary:
+    records: list[FileRecord] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.records if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.count("failed") == 0
+
+    def to_json(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "settings": settings,
+            "totals": {s: self.count(s) for s in ("restored", "skipped", "failed")},
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+            "files": [r.to_json() for r in self.records],
+        }
+
+
+def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and (exclude is None or (here / d).resolve() != exclude))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield here / name
+
+
+def plan_batch(root: Path, out: Path, *, suffix: str = "") -> list[BatchItem]:
+    """Every image file under ``root`` (recursively, by content) and its output under ``out``."""
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder", hint="elir batch takes a folder; use elir restore for files")
+    root_r, out_r = root.resolve(), out.resolve()
+    if root_r == out_r:
+        raise UsageError("the output folder is the input folder", hint="choose another -o folder")
+    exclude = out_r if out_r.is_relative_to(root_r) else None
+    found = [p for p in _walk(root, exclude) if is_image_file(p)]
+    stems: dict[Path, int] = {}
+    for path in found:
+        key = path.relative_to(root).with_name(path.stem)
+        stems[key] = stems.get(key, 0) + 1
+    items = []
+    for path in found:
+        rel = path.relative_to(root)
+        stem = path.stem if stems[rel.with_name(path.stem)] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
+        items.append(BatchItem(src=path, relative=rel, output=OutputName(out / rel.parent / (stem + suffix))))
+    return items
+
+
+def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
+              on_done: Callable[[FileRecord], None] | None = None) -> BatchSummary:
+    """Restore ``items`` in order; Ctrl-C stops after recording what was done."""
+    summary = BatchSummary()
+    started = time.perf_counter()
+    try:
+        for item in items:
+            existing = None if restorer.settings.overwrite else item.output.existing()
+            if existing is not None:
+                record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
+                                    hint="output exists (use --overwrite to redo it)")
+            else:
+                record, _ = restorer.restore_file(item.src, item.output)
+            summary.records.append(record)
+            if on_done is not None:
+                on_done(record)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def write_report(path: Path, summary: BatchSummary, settings: dict[str, Any]) -> Path:
+    data = json.dumps(summary.to_json(settings), indent=2).encode() + b"\n"
+    return write_bytes_atomic(path, data, overwrite=True)

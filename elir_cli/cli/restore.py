@@ -1,0 +1,235 @@
+"""``elir restore`` and ``elir batch``: parse options, call the library, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from . import options as opt
+from .console import stderr_console
+
+STDIO = "-"
+
+RESTORE_EPILOG = """\
+[bold]Examples[/]
+
+  elir restore photo.jpg                       [dim]# writes photo_restored.jpg[/]
+  elir restore *.jpg -o restored/ --seed 1     [dim]# many files into a folder[/]
+  elir restore old.png --upscale 2 --compare   [dim]# plus a before/after image[/]
+  cat in.jpg | elir restore - > out.jpg        [dim]# stdin to stdout[/]
+"""
+
+BATCH_EPILOG = """\
+[bold]Examples[/]
+
+  elir batch scans/ -o restored/               [dim]# mirror the tree; rerun to resume[/]
+  elir batch scans/ -o out/ --report run.json  [dim]# per-file status and timings[/]
+"""
+
+
+def _settings(**values: Any):  # type: ignore[no-untyped-def]
+    from ..restore_files import RestoreSettings, parse_face_indices
+
+    values["face_indices"] = parse_face_indices(values.pop("faces"))
+    for key in ("task", "device", "precision", "ext"):
+        values[key] = values[key].value
+    return RestoreSettings(**values)
+
+
+def restore(
+    inputs: Annotated[list[str], typer.Argument(help="Image files or globs; - reads standard input.", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several inputs; - writes standard output.")] = None,
+    task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
+    weights: opt.Weights = None,
+    steps: opt.Steps = None,
+    fidelity: opt.Fidelity = 1.0,
+    seed: opt.Seed = None,
+    device: opt.DeviceOpt = opt.Device.auto,
+    precision: opt.PrecisionOpt = opt.Precision.fp32,
+    batch_size: opt.BatchSize = 4,
+    upscale: opt.Upscale = None,
+    bg_task: opt.BgTask = None,
+    aligned: opt.Aligned = False,
+    only_center_face: opt.OnlyCenter = False,
+    faces: opt.Faces = None,
+    max_faces: opt.MaxFaces = None,
+    min_face_size: opt.MinFaceSize = 0.0,
+    det_threshold: opt.DetThreshold = None,
+    save_faces: opt.SaveFaces = None,
+    compare: opt.Compare = False,
+    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.", rich_help_panel=opt.OUTPUT)] = "_restored",
+    ext: opt.ExtOpt = opt.Ext.auto,
+    quality: opt.Quality = 95,
+    overwrite: opt.Overwrite = False,
+    max_pixels: opt.MaxPixels = None,
+    as_json: opt.JsonOut = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
+) -> None:
+    """Restore photos: detect faces, restore them with ELIR, paste them back."""
+    from ..errors import UsageError
+    from ..restore_files import FileRestorer, expand_inputs, output_name_for
+
+    settings = _settings(task=task, weights=weights, steps=steps, fidelity=fidelity, seed=seed,
+                         device=device, precision=precision, batch_size=batch_size, upscale=upscale,
+                         bg_task=bg_task, aligned=aligned, only_center_face=only_center_face, faces=faces,
+                         max_faces=max_faces, min_face_size=min_face_size, det_threshold=det_threshold,
+                         save_faces=save_faces, compare=compare, suffix=suffix, ext=ext, quality=quality,
+                         overwrite=overwrite, max_pixels=max_pixels)
+    console = stderr_console(quiet=quiet)
+    use_stdin = inputs == [STDIO]
+    if STDIO in inputs and not use_stdin:
+        raise UsageError("- (standard input) cannot be mixed with file names")
+    files = [] if use_stdin else expand_inputs(inputs)
+    to_stdout = output == STDIO or (use_stdin and output is None)
+    if to_stdout and len(files) > 1:
+        raise UsageError("only one image can be written to standard output", hint="use -o FOLDER")
+    if to_stdout and sys.stdout.isatty():
+        raise UsageError("refusing to write image bytes to a terminal", hint="redirect the output (> out.png) or use -o FILE")
+    out = None if output in (None, STDIO) else Path(output)
+    if out is not None and len(files) > 1 and out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file but there are {len(files)} inputs", hint="give a folder with -o")
+
+    restorer = FileRestorer(settings, log=console.print)
+    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+    records = []
+    failed = 0
+    if use_stdin:
+        data = sys.stdin.buffer.read()
+        dst = None if to_stdout else output_name_for(Path("stdin"), out=out, suffix="", many=False)
+        record, payload = restorer.restore_file(None, dst, data=data, display_name="<stdin>")
+        records.append(record)
+        if payload is not None:
+            sys.stdout.buffer.write(payload)
+            sys.stdout.buffer.flush()
+    else:
+        for src in files:
+            dst = None if to_stdout else output_name_for(src, out=out, suffix=suffix, many=len(files) > 1)
+            record, payload = restorer.restore_file(src, dst)
+            records.append(record)
+            if payload is not None:
+                sys.stdout.buffer.write(payload)
+                sys.stdout.buffer.flush()
+            _report_one(console, record)
+    failed = sum(r.status == "failed" for r in records)
+    if use_stdin:
+        _report_one(console, records[0])
+    if as_json and not to_stdout:
+        typer.echo(json.dumps({"settings": restorer.describe(), "files": [r.to_json() for r in records]}, indent=2))
+    elif not to_stdout and not quiet:
+        for r in records:
+            if r.output:
+                typer.echo(r.output)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
+    from rich.markup import escape
+
+    for note in record.warnings:
+        console.print(f"[yellow]Warning:[/] {escape(note)}")
+    if record.status == "failed":
+        console.print(f"[bold red]Error:[/] {escape(record.error or 'failed')}", force=True)
+        if record.hint:
+            console.print(f"[yellow]Hint:[/] {escape(record.hint)}", force=True)
+    elif record.status == "restored":
+        faces = "" if record.faces is None else f", {record.faces} face{'s' if record.faces != 1 else ''}"
+        console.print(f"[green]Restored[/] {escape(record.input)} -> {escape(record.output or 'stdout')}"
+                      f"{faces}, {record.seconds:.1f} s")
+
+
+def batch(
+    folder: Annotated[Path, typer.Argument(help="Folder to restore (recursively).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside.")],
+    task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
+    weights: opt.Weights = None,
+    steps: opt.Steps = None,
+    fidelity: opt.Fidelity = 1.0,
+    seed: opt.Seed = None,
+    device: opt.DeviceOpt = opt.Device.auto,
+    precision: opt.PrecisionOpt = opt.Precision.fp32,
+    batch_size: opt.BatchSize = 4,
+    upscale: opt.Upscale = None,
+    bg_task: opt.BgTask = None,
+    aligned: opt.Aligned = False,
+    only_center_face: opt.OnlyCenter = False,
+    faces: opt.Faces = None,
+    max_faces: opt.MaxFaces = None,
+    min_face_size: opt.MinFaceSize = 0.0,
+    det_threshold: opt.DetThreshold = None,
+    save_faces: opt.SaveFaces = None,
+    compare: opt.Compare = False,
+    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.", rich_help_panel=opt.OUTPUT)] = "",
+    ext: opt.ExtOpt = opt.Ext.auto,
+    quality: opt.Quality = 95,
+    overwrite: opt.Overwrite = False,
+    max_pixels: opt.MaxPixels = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings as JSON.", rich_help_panel=opt.OUTPUT)] = None,
+    as_json: opt.JsonOut = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
+) -> None:
+    """Restore every image under a folder; existing outputs are skipped, so a rerun resumes."""
+    from ..batch import plan_batch, run_batch, write_report
+    from ..restore_files import FileRestorer
+
+    settings = _settings(task=task, weights=weights, steps=steps, fidelity=fidelity, seed=seed,
+                         device=device, precision=precision, batch_size=batch_size, upscale=upscale,
+                         bg_task=bg_task, aligned=aligned, only_center_face=only_center_face, faces=faces,
+                         max_faces=max_faces, min_face_size=min_face_size, det_threshold=det_threshold,
+                         save_faces=save_faces, compare=compare, suffix=suffix, ext=ext, quality=quality,
+                         overwrite=overwrite, max_pixels=max_pixels)
+    console = stderr_console(quiet=quiet)
+    items = plan_batch(folder, output, suffix=suffix)
+    restorer = FileRestorer(settings, log=console.print)
+    console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
+    progress = _progress(console, enabled=not as_json and not quiet)
+    with progress:
+        task_id = progress.add_task("Restoring", total=len(items))
+
+        def done(record) -> None:  # type: ignore[no-untyped-def]
+            progress.advance(task_id)
+            if record.status == "failed":
+                _report_one(console, record)
+
+        summary = run_batch(restorer, items, on_done=done)
+    if report is not None:
+        write_report(report, summary, restorer.describe())
+    if as_json:
+        typer.echo(json.dumps(summary.to_json(restorer.describe()), indent=2))
+    elif not quiet:
+        _summary_table(summary)
+    if summary.interrupted:
+        console.print("[yellow]Interrupted[/]: run the same command again to resume.", force=True)
+        raise typer.Exit(130)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _progress(console, *, enabled: bool):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console._console,
+                    disable=not enabled or not console.is_terminal)
+
+
+def _summary_table(summary) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="elir batch")
+    for column in ("status", "files"):
+        table.add_column(column)
+    for status in ("restored", "skipped", "failed"):
+        table.add_row(status, str(summary.count(status)))
+    out = Console(highlight=False)
+    out.print(table)
+    for record in summary.records:
+        if record.status == "failed":
+            out.print(f"failed: {record.input}: {record.error}", markup=False)

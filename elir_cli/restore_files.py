@@ -1,0 +1,339 @@
+"""Restoring image files: settings, one reusable restorer, output names, records.
+
+The library behind ``elir restore`` and ``elir batch``. A :class:`FileRestorer`
+loads the model, the detector and the background model once and restores file
+after file; every file gets a fresh generator seeded with ``seed``, so a file's
+result does not depend on which files came before it (a resumed batch gives
+the same bytes as an uninterrupted one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import ElirError, UsageError
+from .tasks import get_task
+
+if TYPE_CHECKING:
+    import torch
+
+    from .imageio import DecodedImage
+    from .model import ElirModel
+    from .pipeline import RestoreResult
+
+HASH_CHUNK = 1 << 20
+COMPARE_SUFFIX = "_compare"
+FACES_DIR_BEFORE = "before"
+FACES_DIR_AFTER = "after"
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """Everything that decides a restoration, as given on the command line."""
+
+    task: str = "bfr"
+    weights: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    steps: int | None = None
+    fidelity: float = 1.0
+    seed: int | None = None
+    batch_size: int = 4
+    upscale: int | None = None
+    bg_task: str | None = None
+    aligned: bool = False
+    only_center_face: bool = False
+    face_indices: tuple[int, ...] | None = None
+    max_faces: int | None = None
+    min_face_size: float = 0.0
+    det_threshold: float | None = None
+    detector: str | None = None
+    ext: str = "auto"
+    quality: int = 95
+    suffix: str = "_restored"
+    overwrite: bool = False
+    save_faces: str | None = None
+    compare: bool = False
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        if self.steps is not None and self.steps <= 0:
+            raise UsageError(f"--steps must be positive, got {self.steps}")
+        if not 0.0 <= self.fidelity <= 1.0:
+            raise UsageError(f"--fidelity must be between 0 and 1, got {self.fidelity}")
+        if self.batch_size <= 0:
+            raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.upscale is not None and self.upscale <= 0:
+            raise UsageError(f"--upscale must be positive, got {self.upscale}")
+        if not 1 <= self.quality <= 100:
+            raise UsageError(f"--quality must be between 1 and 100, got {self.quality}")
+
+
+@dataclass
+class FileRecord:
+    """What happened to one input file (for --json and --report)."""
+
+    input: str
+    output: str | None = None
+    status: str = "pending"  # restored | skipped | failed
+    error: str | None = None
+    hint: str | None = None
+    faces: int | None = None
+    face_boxes: list[list[float]] = field(default_factory=list)
+    seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    size: list[int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_face_indices(text: str | None) -> tuple[int, ...] | None:
+    """``"0,2"`` -> (0, 2); a clear error for anything else."""
+    if text is None or not text.strip():
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--faces takes face numbers separated by commas, got {text!r}",
+                         hint="for example --faces 0,2 (faces are numbered left to right, top to bottom)") from None
+    if any(v < 0 for v in values):
+        raise UsageError(f"--faces numbers start at 0, got {text!r}")
+    return values
+
+
+class FileRestorer:
+    """Restores decoded images and files with one loaded model, detector and runtime."""
+
+    def __init__(self, settings: RestoreSettings, *, log: Callable[[str], None] | None = None) -> None:
+        from .runtime import resolve_runtime
+
+        self.settings = settings
+        self.runtime = resolve_runtime(settings.device, settings.precision)
+        self._log = log or (lambda message: None)
+        self._model: ElirModel | None = None
+        self._bg_model: ElirModel | None = None
+        self._detector = None
+        self.weights_path: Path | None = None
+        self.weights_sha256: str | None = None
+
+    # -- loading, once ---------------------------------------------------------
+    @property
+    def model(self) -> "ElirModel":
+        if self._model is None:
+            self._model, self.weights_path = self._load(self.settings.weights or self.settings.task,
+                                                        self.settings.task)
+            self.weights_sha256 = sha256_file(self.weights_path)
+        return self._model
+
+    def _load(self, source: str, task: str) -> tuple["ElirModel", Path]:
+        from .checkpoint import load_model
+        from .runtime import prepare_model
+
+        path = Path(source)
+        if not path.exists() and os.sep not in source and source == task:
+            from .hub import ensure_task_weights
+
+            path = ensure_task_weights(task)
+        model = load_model(path, task=task)
+        if model.task and model.task != task:
+            raise UsageError(f"the weights {path} are for task {model.task!r}, not {task!r}")
+        return prepare_model(model, self.runtime), path
+
+    @property
+    def bg_model(self) -> "ElirModel":
+        if self._bg_model is None:
+            assert self.settings.bg_task is not None
+            self._bg_model, _ = self._load(self.settings.bg_task, self.settings.bg_task)
+        return self._bg_model
+
+    @property
+    def detector(self):  # type: ignore[no-untyped-def]
+        if self._detector is None:
+            from .detection import DEFAULT_DETECTOR, FaceDetector
+
+            self._detector = FaceDetector(self.settings.detector or DEFAULT_DETECTOR, device=self.runtime.device)
+        return self._detector
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that decide the output bytes, for reports."""
+        s = self.settings
+        return {
+            "task": s.task, "weights": str(self.weights_path) if self.weights_path else None,
+            "weights_sha256": self.weights_sha256, "seed": s.seed,
+            "steps": s.steps if s.steps is not None else get_task(s.task).model.k_steps,
+            "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
+            "device": self.runtime.describe(), "batch_size": s.batch_size,
+        }
+
+    # -- restoring ---------------------------------------------------------------
+    def restore_decoded(self, image: "DecodedImage", *, faces_dir: Path | None = None) -> "RestoreResult":
+        from .pipeline import model_restorer, restore_array
+
+        s = self.settings
+        restorer = model_restorer(self.model, seed=s.seed, steps=s.steps, fidelity=s.fidelity)
+        if faces_dir is not None:
+            restorer = _saving_crops(restorer, faces_dir)
+        bg_restorer = None
+        if s.bg_task:
+            bg_restorer = model_restorer(self.bg_model, seed=s.seed)
+        spec = get_task(s.task)
+        needs_detector = spec.kind == "face" and not s.aligned
+        options: dict[str, Any] = {}
+        if s.det_threshold is not None:
+            options["det_threshold"] = s.det_threshold
+        return restore_array(
+            image.rgb, task=s.task, restorer=restorer, device=self.runtime.device,
+            batch_size=s.batch_size, upscale=s.upscale, bg_task=s.bg_task, bg_restorer=bg_restorer,
+            aligned=s.aligned, min_face_size=s.min_face_size, only_center_face=s.only_center_face,
+            max_faces=s.max_faces, face_indices=s.face_indices,
+            detector=self.detector if needs_detector else None, steps=s.steps, fidelity=s.fidelity,
+            seed=s.seed, **options,
+        )
+
+    def restore_file(self, src: Path | None, dst: "OutputName | None", *, data: bytes | None = None,
+                     display_name: str | None = None) -> tuple[FileRecord, bytes | None]:
+        """Restore ``src`` (or ``data``) into ``dst`` (or return the bytes when ``dst`` is None).
+
+        Never raises an :class:`ElirError`: it is recorded as a failure.
+        """
+        from .imageio import DEFAULT_MAX_PIXELS, make_output, read_image
+        from .imagewrite import choose_format, encode_image, output_suffix, write_image
+
+        s = self.settings
+        record = FileRecord(input=display_name or str(src))
+        started = time.perf_counter()
+        try:
+            image = read_image(data if data is not None else src,  # type: ignore[arg-type]
+                               max_pixels=s.max_pixels or DEFAULT_MAX_PIXELS)
+            record.warnings.extend(image.warnings)
+            faces_dir = None
+            if s.save_faces:
+                stem = (src.stem if src is not None else "stdin")
+                faces_dir = Path(s.save_faces) / stem
+            result = self.restore_decoded(image, faces_dir=faces_dir)
+            output = make_output(image, result.array)
+            record.faces = len(result.faces)
+            record.face_boxes = [[round(float(v), 1) for v in f.box] for f in result.faces]
+            record.size = list(output.size)
+            payload = None
+            if dst is None:
+                payload = encode_image(output, s.ext, quality=s.quality)
+            else:
+                target = dst.path if dst.exact else dst.path.with_name(
+                    dst.path.name + output_suffix(choose_format(output, s.ext)))
+                written = write_image(output, target, ext=s.ext, quality=s.quality, overwrite=s.overwrite,
+                                      source_path=src)
+                record.output = str(written)
+                if s.compare:
+                    compare = make_output(image, side_by_side(image.rgb, result.array))
+                    write_image(compare, written.with_name(written.stem + COMPARE_SUFFIX + written.suffix),
+                                ext=s.ext, quality=s.quality, overwrite=s.overwrite, source_path=src)
+            record.status = "restored"
+        except ElirError as exc:
+            record.status = "failed"
+            record.error = exc.message
+            record.hint = exc.hint
+            payload = None
+        record.seconds = round(time.perf_counter() - started, 3)
+        return record, payload
+
+
+def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Input (resized with nearest neighbour to the output size) left, output right."""
+    height, width = after.shape[:2]
+    ys = (np.arange(height) * before.shape[0] // height).clip(0, before.shape[0] - 1)
+    xs = (np.arange(width) * before.shape[1] // width).clip(0, before.shape[1] - 1)
+    return np.concatenate([before[ys][:, xs], after], axis=1)
+
+
+def _saving_crops(restorer: Callable[["torch.Tensor"], "torch.Tensor"], folder: Path
+                  ) -> Callable[["torch.Tensor"], "torch.Tensor"]:
+    """Wrap a crop restorer so every crop is saved before and after restoration."""
+    from .imageio import DecodedImage
+    from .imagewrite import write_image
+
+    counter = [0]
+
+    def save(batch: "torch.Tensor", which: str, start: int) -> None:
+        arrays = batch.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        for i, crop in enumerate(arrays):
+            write_image(DecodedImage(rgb=np.ascontiguousarray(crop, dtype=np.float32)),
+                        folder / which / f"face_{start + i:03d}.png", overwrite=True)
+
+    def restore(batch: "torch.Tensor") -> "torch.Tensor":
+        start = counter[0]
+        save(batch, FACES_DIR_BEFORE, start)
+        out = restorer(batch)
+        save(out, FACES_DIR_AFTER, start)
+        counter[0] += batch.shape[0]
+        return out
+
+    return restore
+
+
+@dataclass(frozen=True)
+class OutputName:
+    """An output path; unless ``exact``, the format's suffix is appended once it is known."""
+
+    path: Path
+    exact: bool = False
+
+    def existing(self) -> Path | None:
+        """The output already written for this name, if any (for skipping and resuming)."""
+        if self.exact:
+            return self.path if self.path.exists() else None
+        from .imagewrite import SUFFIX_FORMATS
+
+        for suffix in SUFFIX_FORMATS:
+            candidate = self.path.with_name(self.path.name + suffix)
+            if candidate.exists():
+                return candidate
+        return None
+
+
+def output_name_for(src: Path, *, out: Path | None, suffix: str, many: bool) -> OutputName:
+    """Where ``elir restore`` writes ``src``: next to it with ``suffix``, into folder ``out``, or to ``out``."""
+    stem = src.stem + suffix
+    if out is None:
+        return OutputName(src.with_name(stem))
+    if many or out.is_dir() or str(out).endswith(os.sep):
+        return OutputName(out / stem)
+    return OutputName(out, exact=True)
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[Path]:
+    """Files, folders' direct image files and globs, in the given order, without repeats."""
+    import glob
+
+    seen: set[Path] = set()
+    files: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise UsageError(f"no files match {pattern!r}", hint="check the pattern (quote it to let elir expand it)")
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                raise UsageError(f"{path} is a folder", hint=f"use: elir batch {path} -o OUT")
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+    return files

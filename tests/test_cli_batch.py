@@ -1,0 +1,86 @@
+"""`elir batch` end to end: mirror, skip, resume after Ctrl-C, report, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
+
+PHOTOS = Path(__file__).parent / "data" / "photos"
+GOOD = ["faces/astronaut.png", "faces/grace_hopper.jpg", "awkward/hopper.webp", "awkward/hopper_gray.jpg",
+        "awkward/hopper_orientation_3.jpg", "awkward/hopper.gif", "awkward/transparent.png"]
+BAD = ["awkward/truncated.jpg", "awkward/corrupt-header.jpg"]
+POLL = 0.05
+WAIT = 240
+
+
+def make_tree(root: Path) -> tuple[list[Path], list[Path]]:
+    good, bad = [], []
+    for i, name in enumerate(GOOD + BAD):
+        sub = root / ("a" if i % 2 else "b/c")
+        sub.mkdir(parents=True, exist_ok=True)
+        dst = sub / Path(name).name.upper() if i == 1 else sub / Path(name).name  # case does not matter
+        shutil.copy(PHOTOS / name, dst)
+        (good if name in GOOD else bad).append(dst)
+    (root / "notes.txt").write_text("not an image")
+    (root / "fake.jpg").write_text("not a jpeg either")
+    return good, bad
+
+
+def outputs(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".json")
+
+
+def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: Path, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    good, bad = make_tree(src)
+    args = [*ELIR, "batch", str(src), "-o", str(out), "--weights", str(tiny_denoising), "--task", "denoising",
+            "--seed", "0", "--device", "cpu"]
+    first = subprocess.Popen([*args, "--report", str(tmp_path / "r1.json")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + WAIT
+    while len(outputs(out)) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(POLL)
+    first.send_signal(signal.SIGINT)
+    _, err1 = first.communicate(timeout=WAIT)
+    assert first.returncode == 130, err1.decode()
+    assert b"Traceback" not in err1
+    r1 = json.loads((tmp_path / "r1.json").read_text())
+    assert r1["interrupted"] is True
+    done_first = {f["input"] for f in r1["files"] if f["status"] == "restored"}
+    assert 2 <= len(done_first) < len(good), "the interrupt did not land half-way"
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "a temporary file was left behind"
+
+    second = run_elir(*args[3:], "--report", str(tmp_path / "r2.json"))
+    assert second.returncode == 1, second.stderr.decode()  # the bad files fail
+    r2 = json.loads((tmp_path / "r2.json").read_text())
+    status = {f["input"]: f["status"] for f in r2["files"]}
+    assert {k for k, v in status.items() if v == "skipped"} == done_first
+    restored_second = {k for k, v in status.items() if v == "restored"}
+    assert restored_second.isdisjoint(done_first)
+    assert restored_second | done_first == {str(p) for p in good}
+    assert {k for k, v in status.items() if v == "failed"} == {str(p) for p in bad}
+    assert len(outputs(out)) == len(good)
+    for p in good:  # the tree is mirrored
+        rel = p.relative_to(src)
+        assert list((out / rel.parent).glob(p.stem + ".*")), rel
+    assert r2["settings"]["weights_sha256"] and r2["settings"]["seed"] == 0
+    assert "failed" in second.stdout.decode()
+
+
+def test_batch_json_and_clean_exit(tiny_denoising: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(PHOTOS / "faces" / "grace_hopper.jpg", src / "gh.jpg")
+    result = run_elir("batch", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_denoising),
+                      "--task", "denoising", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["totals"] == {"restored": 1, "skipped": 0, "failed": 0}
+    assert report["files"][0]["faces"] == 1

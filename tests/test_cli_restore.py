@@ -1,0 +1,155 @@
+"""`elir restore` end to end: the real executable on real and awkward photos."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from cli_helpers import assert_one_line_error, run_elir, tiny_denoising  # noqa: F401 (fixture)
+
+PHOTOS = Path(__file__).parent / "data" / "photos"
+FILES = sorted(p for p in PHOTOS.glob("*/*") if p.suffix.lower() != ".md")
+MUST_FAIL = {"65536-uint32-limit.png", "decompression_bomb.gif", "corrupt-header.jpg",
+             "truncated.jpg", "truncated_jpeg.jpg"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+COMMON = ("--task", "denoising", "--seed", "0", "--device", "cpu", "--json")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def upright(path: Path) -> Image.Image:
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im)
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_denoising: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Run `elir restore` once per photo (two at a time) and keep what happened."""
+    root = tmp_path_factory.mktemp("sweep")
+
+    def one(path: Path) -> tuple:
+        out = root / f"{path.parent.name}__{path.name}"
+        out.mkdir()
+        before = sha256(path)
+        result = run_elir("restore", str(path), "-o", str(out) + "/", "--weights", str(tiny_denoising), *COMMON)
+        return path, out, before, result
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return {f"{p.parent.name}/{p.name}": rest for p, *rest in pool.map(one, FILES)}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
+def test_every_photo_restores_or_fails_cleanly(path: Path, sweep: dict[str, tuple]) -> None:
+    out, before, result = sweep[f"{path.parent.name}/{path.name}"]
+    assert sha256(path) == before, "the input was modified"
+    written = sorted(out.iterdir())
+    if path.name in MUST_FAIL or result.returncode != 0:
+        assert path.name in MUST_FAIL, result.stderr.decode()
+        assert_one_line_error(result)
+        assert written == [], "a failed restore left a file behind"
+        report = json.loads(result.stdout)
+        assert report["files"][0]["status"] == "failed"
+        return
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    record = report["files"][0]
+    assert record["status"] == "restored" and [Path(record["output"])] == written
+    source = upright(path)
+    with Image.open(written[0]) as im:
+        im.load()
+        assert im.size == source.size
+        assert (im.getexif().get(0x0112) or 1) == 1
+        if source.mode in GREY_MODES:
+            assert im.mode in GREY_MODES | {"I;16", "LA"} or im.mode.startswith("I"), im.mode
+        if "A" in source.mode or "transparency" in source.info:
+            assert "A" in im.mode or "transparency" in im.info, f"alpha dropped: {source.mode} -> {im.mode}"
+        if source.info.get("icc_profile"):
+            assert im.info.get("icc_profile"), "ICC profile dropped"
+    assert report["settings"]["device"].startswith("cpu")
+
+
+def test_alpha_is_composited_back_untouched(sweep: dict[str, tuple]) -> None:
+    out, _, result = sweep["awkward/transparent.png"]
+    assert result.returncode == 0
+    with Image.open(PHOTOS / "awkward" / "transparent.png") as src, Image.open(next(out.iterdir())) as dst:
+        assert np.array_equal(np.asarray(src.getchannel("A")), np.asarray(dst.getchannel("A")))
+
+
+def test_16bit_input_is_written_at_16_bits(sweep: dict[str, tuple]) -> None:
+    import cv2
+
+    out, _, result = sweep["awkward/tiff_16bit_RGB.tiff"]
+    assert result.returncode == 0
+    assert cv2.imread(str(next(out.iterdir())), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_faces_are_found_on_real_portraits(sweep: dict[str, tuple]) -> None:
+    for name in ("faces/astronaut.png", "faces/grace_hopper.jpg", "awkward/hopper_orientation_6.jpg"):
+        _, _, result = sweep[name]
+        assert json.loads(result.stdout)["files"][0]["faces"] == 1, name
+
+
+def test_seed_gives_byte_identical_outputs(tiny_denoising: Path, tmp_path: Path) -> None:
+    src = PHOTOS / "faces" / "grace_hopper.jpg"
+    outs = []
+    for run in ("a", "b"):
+        result = run_elir("restore", str(src), "-o", str(tmp_path / f"{run}.png"), "--weights", str(tiny_denoising),
+                          *COMMON)
+        assert result.returncode == 0, result.stderr.decode()
+        outs.append((tmp_path / f"{run}.png").read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_stdin_to_stdout(tiny_denoising: Path) -> None:
+    data = (PHOTOS / "faces" / "astronaut.png").read_bytes()
+    result = run_elir("restore", "-", "--weights", str(tiny_denoising), "--task", "denoising", "--seed", "0",
+                      "--ext", "png", input=data)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"Restored" in result.stderr
+
+
+def test_output_never_replaces_the_input(tiny_denoising: Path, tmp_path: Path) -> None:
+    src = tmp_path / "photo.png"
+    shutil.copy(PHOTOS / "faces" / "astronaut.png", src)
+    before = sha256(src)
+    result = run_elir("restore", str(src), "-o", str(src), "--overwrite", "--weights", str(tiny_denoising),
+                      "--task", "denoising")
+    line = assert_one_line_error(result)
+    assert "input" in line
+    assert sha256(src) == before
+
+
+def test_existing_output_needs_overwrite(tiny_denoising: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out.png"
+    dst.write_bytes(b"keep me")
+    args = ("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(dst), "--weights", str(tiny_denoising),
+            "--task", "denoising")
+    assert "already exists" in assert_one_line_error(run_elir(*args))
+    assert dst.read_bytes() == b"keep me"
+    assert run_elir(*args, "--overwrite").returncode == 0
+    assert dst.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("restore", "missing.jpg"), "no such file"),
+    (("restore", "x.jpg", "--fidelity", "2"), "fidelity"),
+    (("restore", "x.jpg", "--faces", "one"), "--faces"),
+    (("restore", "x.jpg", "--task", "nope"), "nope"),
+])
+def test_bad_usage_is_one_line(args: tuple[str, ...], expect: str, tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes((PHOTOS / "faces" / "grace_hopper.jpg").read_bytes())
+    result = run_elir(*args, cwd=tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in err
+    assert expect.lower() in err.lower(), err
