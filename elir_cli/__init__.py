@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    CacheError,
     CheckpointError,
+    ChecksumMismatchError,
     DownloadError,
     ElirError,
     ImageError,
@@ -23,6 +25,7 @@ from .tasks import ModelConfig, Task, get_task, load_manifest, task_names
 
 if TYPE_CHECKING:
     from .checkpoint import convert_to_safetensors, load_model, read_checkpoint
+    from .hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
     from .model import ElirModel
 
 _LAZY = {
@@ -31,12 +34,18 @@ _LAZY = {
     "convert_to_safetensors": "checkpoint",
     "ElirModel": "model",
     "restore_image": "pipeline",
+    "ensure_task_weights": "hub",
+    "cached_task_weights": "hub",
+    "ensure_detector_weights": "hub",
+    "import_task_weights": "hub",
     "RestoreResult": "pipeline",
 }
 
 __all__ = [
     "__version__",
+    "CacheError",
     "CheckpointError",
+    "ChecksumMismatchError",
     "DownloadError",
     "ElirError",
     "ElirModel",
@@ -48,8 +57,12 @@ __all__ = [
     "Task",
     "UnsafeCheckpointError",
     "UsageError",
+    "cached_task_weights",
     "convert_to_safetensors",
+    "ensure_detector_weights",
+    "ensure_task_weights",
     "get_task",
+    "import_task_weights",
     "load_manifest",
     "load_model",
     "read_checkpoint",

@@ -15,6 +15,7 @@ import typer
 
 from .._version import __version__
 from ..errors import ElirError
+from . import models
 
 app = typer.Typer(
     name="elir",
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 
 DEBUG_ENV = "ELIR_DEBUG"
+
+app.add_typer(models.app, name="models")
 
 
 def _version_callback(value: bool) -> None:
