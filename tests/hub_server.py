@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-SLOW_CHUNK = 64 * 1024
+SLOW_CHUNK = 256 * 1024
 # huggingface_hub reads in 10 MB chunks and resumes from the last whole chunk, so a
 # drop must come late in the body for a resumed (206) request to be observable.
 DROP_TAIL_BYTES = 1_000_000

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import ChecksumMismatchError, UsageError
 
 app = typer.Typer(
     name="models",
@@ -36,12 +37,11 @@ def _stdout() -> Any:
 
 
 def _stderr_logging() -> None:
-    """Show the library's progress messages (hub miss, fallback) on stderr."""
-    from rich.logging import RichHandler
-
-    handler = RichHandler(show_time=False, show_path=False, console=_stderr())
+    """Show the library's progress messages (hub miss, fallback) on stderr, one per line."""
     logger = logging.getLogger("elir_cli")
     if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
@@ -230,9 +230,8 @@ def verify(as_json: JsonOption = False) -> None:
     bad = [r for r in results if r.status == "mismatch"]
     if bad:
         names = " ".join(sorted({r.name for r in bad}))
-        _stderr().print(f"[bold red]Error:[/] {len(bad)} cached file(s) changed since recorded: {names}")
-        _stderr().print(f"[yellow]Hint:[/] run `elir models remove NAME` and download again")
-        raise typer.Exit(1)
+        raise ChecksumMismatchError(f"{len(bad)} cached file(s) changed since they were recorded: {names}",
+                                    hint="run `elir models remove NAME`, then download again")
 
 
 @app.command()
