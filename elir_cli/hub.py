@@ -16,33 +16,27 @@ For a task, :func:`ensure_task_weights` looks in this order:
 Every file is hashed (sha256) when first handed out: checked against the
 manifest when it knows the hash, recorded otherwise. A file that fails the
 check is removed before the error is raised. Face detectors go through the
-same registry. torch and huggingface_hub are imported only when needed.
+same registry. Plain-URL transfers live in :mod:`elir_cli.fetch`, the
+on-disk inventory (list, verify, remove) in :mod:`elir_cli.inventory`. torch
+and huggingface_hub are imported only when needed.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._version import __version__
 from .cache import (
     FileRecord,
     Source,
-    cache_error_from_oserror,
     cache_writes,
-    downloads_dir,
-    elir_cache_dir,
-    hub_cached_copies,
     hub_cache_dir,
     hub_cached_file,
     hub_endpoint,
     is_offline,
-    locks_dir,
     make_record,
     read_record,
     remove_hub_copy,
@@ -53,14 +47,27 @@ from .cache import (
     write_record,
 )
 from .errors import (
+    CacheError,
     CheckpointError,
     ChecksumMismatchError,
     DownloadError,
-    ElirError,
     ModelNotAvailableError,
     UsageError,
 )
-from .tasks import Detector, Task, get_detector, get_task, load_manifest, task_names, weights_dir
+from .fetch import (
+    LIBRARY_NAME,
+    RELEASE_ENDPOINT_ENV,
+    HostUnreachable,
+    NotFoundOnHost,
+    bar_class,
+    fetch_url,
+    http_error,
+    os_error,
+    release_url,
+    store_lock,
+    verify_download,
+)
+from .tasks import Detector, Task, get_detector, get_task, load_manifest, weights_dir
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
@@ -68,14 +75,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HUB_REPO_ENV = "ELIR_HUB_REPO"
-RELEASE_ENDPOINT_ENV = "ELIR_RELEASE_ENDPOINT"
-RELEASE_HOST_PREFIX = "https://github.com"
-LIBRARY_NAME = "elir-cli"
 DEFAULT_HUB_URL = "https://huggingface.co"
-HTTP_UNAUTHORIZED = 401
-HTTP_FORBIDDEN = 403
-HTTP_NOT_FOUND = 404
-TRUNCATION_MARK = "Consistency check failed"
 
 
 # -- where things come from -----------------------------------------------------
@@ -91,14 +91,6 @@ def hub_location(repo_id: str | None = None, revision: str | None = None) -> tup
     if revision is None:
         revision = manifest.hub_revision if repo == manifest.hub_repo_id else "main"
     return repo, revision
-
-
-def release_url(url: str) -> str:
-    """The manifest URL with ``$ELIR_RELEASE_ENDPOINT`` in place of ``https://github.com``."""
-    mirror = os.environ.get(RELEASE_ENDPOINT_ENV)
-    if mirror and url.startswith(RELEASE_HOST_PREFIX + "/"):
-        return mirror.rstrip("/") + url[len(RELEASE_HOST_PREFIX):]
-    return url
 
 
 def _download_hint(task: str) -> str:
@@ -145,7 +137,7 @@ def import_task_weights(source: str | os.PathLike[str], task: str) -> Path:
     if not src.is_file():
         raise UsageError(f"no such file: {src}", hint="give the path of a .pth, .ckpt or .safetensors file")
     digest = sha256_file(src)
-    with _store_lock(f"task-{t.name}"):
+    with store_lock(f"task-{t.name}"):
         return _convert_into_store(t, src, origin=str(src.resolve()), origin_sha256=digest,
                                    source="import", verified=digest in (t.hub_sha256, t.release_sha256))
 
@@ -164,13 +156,22 @@ def ensure_detector_weights(name: str, *, progress: bool = False) -> Path:
         raise ModelNotAvailableError(
             f"face detector {name!r} is not cached and HF_HUB_OFFLINE is set",
             hint=f"run `elir models download --detector {name}` while online")
-    with _store_lock(f"detector-{d.name}"):
+    with store_lock(f"detector-{d.name}"):
         if path.is_file():
             return _checked_record(d.name, "detectors", path, d.sha256)
         url = release_url(d.url)
-        tmp = _fetch_url(url, progress, what=f"face detector {name!r}")
         try:
-            digest = _verify_download(tmp, d.sha256, url)
+            tmp = fetch_url(url, progress, what=f"face detector {name!r}")
+        except HostUnreachable:
+            raise ModelNotAvailableError(f"face detector {name!r} is not cached and {url.split('/')[2]} "
+                                         "cannot be reached",
+                                         hint=f"run `elir models download --detector {name}` while online"
+                                         ) from None
+        except NotFoundOnHost as exc:
+            raise DownloadError(f"face detector {name!r} is missing at {url} (HTTP {exc.status})",
+                                hint=f"check ${RELEASE_ENDPOINT_ENV}") from None
+        try:
+            digest = verify_download(tmp, d.sha256, url)
             from .checkpoint import read_checkpoint
 
             read_checkpoint(tmp)  # weights_only: refuse a pickle that holds code
@@ -182,95 +183,6 @@ def ensure_detector_weights(name: str, *, progress: bool = False) -> Path:
         write_record("detectors", make_record(d.name, path, digest, source="download", origin=url,
                                               verified=d.sha256 is not None))
     return path
-
-
-def remove_task_weights(task: str, *, repo_id: str | None = None) -> list[Path]:
-    """Delete every cached copy of ``task``'s weights (our store and the hub cache)."""
-    t = get_task(task)
-    repo, _ = hub_location(repo_id)
-    removed: list[Path] = []
-    with cache_writes(elir_cache_dir()):
-        store = store_task_path(t.name, t.hub_filename)
-        if store.exists():
-            store.unlink()
-            removed.append(store)
-        for copy in hub_cached_copies(repo, t.hub_filename):
-            removed.extend(remove_hub_copy(copy))
-        remove_record("tasks", t.name)
-    return removed
-
-
-# -- status, for `models list/info/verify` ------------------------------------------
-
-@dataclass(frozen=True)
-class TaskStatus:
-    """What is on disk for one task."""
-
-    task: Task
-    path: Path | None
-    source: Source | None
-    record: FileRecord | None
-    hub_repo: str
-    hub_revision: str
-
-
-def task_status(task: str) -> TaskStatus:
-    """The cached file of ``task`` (if any) and its record; no network, no torch."""
-    t = get_task(task)
-    repo, revision = hub_location()
-    path = cached_task_weights(t.name)
-    record = read_record("tasks", t.name)
-    if record is not None and (path is None or record.path != str(path)):
-        record = None
-    source: Source | None = None
-    if path is not None:
-        source = record.source if record else ("hub" if path.parent.parent.name == "snapshots" else "import")
-    return TaskStatus(task=t, path=path, source=source, record=record, hub_repo=repo, hub_revision=revision)
-
-
-VerifyStatus = Literal["ok", "mismatch", "recorded"]
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """One re-hashed file."""
-
-    name: str
-    path: Path
-    status: VerifyStatus
-    sha256: str
-    expected: str | None
-
-
-def verify_cache() -> list[VerifyResult]:
-    """Re-hash every cached weights file against the manifest or our records."""
-    results = []
-    repo, _ = hub_location()
-    for name in task_names():
-        t = get_task(name)
-        record = read_record("tasks", name)
-        files = [store_task_path(name, t.hub_filename)] + hub_cached_copies(repo, t.hub_filename)
-        for path in files:
-            if not path.is_file():
-                continue
-            in_store = path == files[0]
-            expected = None if in_store else t.hub_sha256
-            if expected is None and record is not None and record.path == str(path):
-                expected = record.sha256
-            results.append(_verify_one(name, path, expected))
-    for d in load_manifest().detectors.values():
-        path = weights_dir() / d.bundled if d.bundled else store_detector_path((d.url or "").rsplit("/", 1)[-1])
-        if path.is_file():
-            record = read_record("detectors", d.name)
-            expected = d.sha256 or (record.sha256 if record and record.path == str(path) else None)
-            results.append(_verify_one(d.name, path, expected))
-    return results
-
-
-def _verify_one(name: str, path: Path, expected: str | None) -> VerifyResult:
-    digest = sha256_file(path)
-    status: VerifyStatus = "recorded" if expected is None else ("ok" if digest == expected else "mismatch")
-    return VerifyResult(name=name, path=path, status=status, sha256=digest, expected=expected)
 
 
 # -- the hub ------------------------------------------------------------------------
@@ -302,7 +214,7 @@ def _hub_download(t: Task, repo: str, revision: str, progress: bool) -> Path:
         return Path(hf_hub_download(
             repo_id=repo, filename=t.hub_filename, revision=revision,
             cache_dir=str(hub_cache_dir()), endpoint=hub_endpoint(), local_files_only=offline,
-            library_name=LIBRARY_NAME, library_version=__version__, tqdm_class=_bar_class(progress)))
+            library_name=LIBRARY_NAME, library_version=__version__, tqdm_class=bar_class(progress)))
     except GatedRepoError:
         raise DownloadError(
             f"the hub repo {repo} is gated: you must accept its conditions to download {t.hub_filename}",
@@ -322,12 +234,12 @@ def _hub_download(t: Task, repo: str, revision: str, progress: bool) -> Path:
                 hint=_download_hint(t.name)) from None
         raise _HubMiss(f"cannot reach the hub for {where}", unreachable=True) from None
     except HfHubHTTPError as exc:
-        raise _http_error(exc, f"the hub ({where})") from None
+        raise http_error(exc, f"the hub ({where})") from None
     except httpx2.HTTPError as exc:
         raise DownloadError(f"the download of {where} was interrupted ({type(exc).__name__}: {exc})",
                             hint="run the command again; the download resumes") from None
     except OSError as exc:
-        raise _os_error(exc, where, str(hub_cache_dir())) from None
+        raise os_error(exc, where, str(hub_cache_dir())) from None
 
 
 def _checked_hub_file(t: Task, path: Path, repo: str) -> Path:
@@ -348,7 +260,7 @@ def _checked_hub_file(t: Task, path: Path, repo: str) -> Path:
             hint=f"run `elir models download {t.name}` again; if this repeats, the server "
                  "does not serve the registered file")
     commit = path.parent.name
-    write_record("tasks", make_record(t.name, path, digest, source="hub", origin=f"{repo}@{commit}",
+    _keep_record("tasks", make_record(t.name, path, digest, source="hub", origin=f"{repo}@{commit}",
                                       verified=t.hub_sha256 is not None))
     return path
 
@@ -361,13 +273,13 @@ def _release_fallback(t: Task, miss: _HubMiss, progress: bool) -> Path:
             f"the weights for task {t.name!r} are not cached and HF_HUB_OFFLINE is set",
             hint=_download_hint(t.name))
     url = release_url(t.release_url)
-    with _store_lock(f"task-{t.name}"):
+    with store_lock(f"task-{t.name}"):
         store = store_task_path(t.name, t.hub_filename)
         if store.is_file():  # another process converted it while we waited
             return _checked_store_file(t, store)
         try:
-            tmp = _fetch_url(url, progress, what=f"the release file of task {t.name!r}")
-        except _Unreachable:
+            tmp = fetch_url(url, progress, what=f"the release file of task {t.name!r}")
+        except HostUnreachable:
             if miss.unreachable:
                 raise ModelNotAvailableError(
                     f"the weights for task {t.name!r} are not cached, and neither the hub nor "
@@ -375,71 +287,17 @@ def _release_fallback(t: Task, miss: _HubMiss, progress: bool) -> Path:
                     hint=_download_hint(t.name)) from None
             raise DownloadError(f"{miss.reason}, and the release host of {url} cannot be reached",
                                 hint="check your connection and run the command again") from None
-        except _NotFound as exc:
+        except NotFoundOnHost as exc:
             raise ModelNotAvailableError(f"{miss.reason}, and the release file is missing too "
                                          f"(HTTP {exc.status} at {url})",
                                          hint=f"check ${HUB_REPO_ENV} / ${RELEASE_ENDPOINT_ENV}, or "
                                               f"`elir models import FILE --task {t.name}`") from None
         try:
-            digest = _verify_download(tmp, t.release_sha256, url)
+            digest = verify_download(tmp, t.release_sha256, url)
             return _convert_into_store(t, tmp, origin=url, origin_sha256=digest, source="release",
                                        verified=t.release_sha256 is not None)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-class _Unreachable(Exception):
-    """A connection to a non-hub host could not be made."""
-
-
-class _NotFound(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-def _fetch_url(url: str, progress: bool, *, what: str) -> Path:
-    """Download ``url`` into a unique temporary file of our downloads folder."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-    from huggingface_hub.file_download import http_get
-
-    folder = downloads_dir()
-    with cache_writes(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".release.", suffix=".incomplete", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            http_get(url, fh, headers={"user-agent": f"{LIBRARY_NAME}/{__version__}"},
-                     displayed_filename=url.rsplit("/", 1)[-1], tqdm_class=_bar_class(progress))
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, HfHubHTTPError):
-            status = exc.response.status_code
-            if status == HTTP_NOT_FOUND:
-                raise _NotFound(status) from None
-            raise _http_error(exc, f"the release host ({url})") from None
-        if isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)):
-            raise _Unreachable(str(exc)) from None
-        if isinstance(exc, httpx2.HTTPError):
-            raise DownloadError(f"the download of {what} from {url} was interrupted "
-                                f"({type(exc).__name__}: {exc})",
-                                hint="run the command again") from None
-        if isinstance(exc, OSError):
-            raise _os_error(exc, url, str(folder)) from None
-        raise
-    return tmp
-
-
-def _verify_download(tmp: Path, expected: str | None, url: str) -> str:
-    digest = sha256_file(tmp)
-    if expected is not None and digest != expected:
-        tmp.unlink(missing_ok=True)
-        raise ChecksumMismatchError(
-            f"{url} has sha256 {digest}, expected {expected}; the file was removed",
-            hint="run the command again; if this repeats, the server does not serve the registered file")
-    return digest
 
 
 def _convert_into_store(t: Task, src: Path, *, origin: str, origin_sha256: str, source: Source,
@@ -481,7 +339,7 @@ def _checked_record(name: str, kind: Literal["tasks", "detectors"], path: Path,
                                          f"{name if kind == 'tasks' else '--detector ' + name}`")
     source: Source = record.source if record is not None else "import"
     origin = record.origin if record is not None else "found in the cache"
-    write_record(kind, make_record(name, path, digest, source=source, origin=origin,
+    _keep_record(kind, make_record(name, path, digest, source=source, origin=origin,
                                    origin_sha256=record.origin_sha256 if record else None,
                                    verified=expected is not None))
     return path
@@ -499,42 +357,15 @@ def _checked_bundled_detector(d: Detector) -> Path:
 
 # -- helpers -----------------------------------------------------------------------------
 
-def _store_lock(name: str) -> Any:
-    from huggingface_hub.utils import WeakFileLock
+def _keep_record(kind: Literal["tasks", "detectors"], record: FileRecord) -> None:
+    """Record a hash of a file that is already in place and checked.
 
-    folder = locks_dir()
-    with cache_writes(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        lock_file = folder / f"{name}.lock"
-        lock_file.touch(exist_ok=True)
-    return WeakFileLock(lock_file)
-
-
-def _bar_class(progress: bool) -> Any:
-    from huggingface_hub.utils import silent_tqdm, tqdm
-
-    return tqdm if progress else silent_tqdm
+    On a read-only cache (a shared, pre-filled cache is common on clusters) the
+    file is still usable: the failure is logged as a warning, not raised.
+    """
+    try:
+        write_record(kind, record)
+    except CacheError as exc:
+        logger.warning("could not record the sha256 of %s: %s", record.path, exc.message)
 
 
-def _http_error(exc: Any, where: str) -> ElirError:
-    status = exc.response.status_code
-    if status in (HTTP_UNAUTHORIZED, HTTP_FORBIDDEN):
-        return DownloadError(f"{where} refused access (HTTP {status})",
-                             hint="set HF_TOKEN to a token with read access (or run `hf auth login`)")
-    if status == HTTP_NOT_FOUND:
-        return DownloadError(f"{where} has no such file (HTTP {status})")
-    return DownloadError(f"{where} answered HTTP {status}", hint="try again later")
-
-
-def _os_error(exc: OSError, where: str, folder: str) -> ElirError:
-    cache_error = cache_error_from_oserror(exc, Path(folder))
-    if cache_error is not None:
-        return cache_error
-    if TRUNCATION_MARK in str(exc):
-        return DownloadError(f"the download of {where} was cut short (the server sent fewer bytes "
-                             "than announced); the partial file was discarded",
-                             hint="run the command again")
-    if exc.errno in (errno.ECONNRESET, errno.ECONNREFUSED):
-        return DownloadError(f"the connection for {where} failed: {exc.strerror}",
-                             hint="check your connection and run the command again")
-    return DownloadError(f"the download of {where} failed: {exc}")

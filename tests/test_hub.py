@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from elir_cli import cache, hub
+from elir_cli import cache, hub, inventory
 from elir_cli.checkpoint import load_model
 from elir_cli.errors import (
     CacheError,
@@ -246,7 +246,7 @@ def test_import_checks_shapes_and_leaves_input_alone(tiny_manifest: Path, tmp_pa
     path = hub.import_task_weights(src, "bfr")
     assert (sha256(src.read_bytes()), src.stat().st_mtime_ns) == before
     assert load_model("bfr").task == "bfr"
-    assert hub.task_status("bfr").source == "import" and hub.task_status("bfr").path == path
+    assert inventory.task_status("bfr").source == "import" and inventory.task_status("bfr").path == path
 
     # A file with other shapes (the real task's, here) is refused with the mismatches listed.
     from elir_cli.model import ElirModel
@@ -280,7 +280,7 @@ def test_verify_and_remove(hub_server_bfr: tuple, tmp_path: Path) -> None:
     src = tmp_path / "sr.pth"
     src.write_bytes(tiny_files("sr")["pth"])
     stored = hub.import_task_weights(src, "sr")
-    results = {r.name: r for r in hub.verify_cache()}
+    results = {r.name: r for r in inventory.verify_cache()}
     assert results["bfr"].status == "ok" and results["sr"].status == "ok"
     assert results["retinaface_mobilenet0.25"].status == "ok"
 
@@ -289,9 +289,9 @@ def test_verify_and_remove(hub_server_bfr: tuple, tmp_path: Path) -> None:
         last = fh.read(1)
         fh.seek(-1, os.SEEK_END)
         fh.write(bytes([last[0] ^ 1]))
-    assert {r.name: r.status for r in hub.verify_cache()}["sr"] == "mismatch"
+    assert {r.name: r.status for r in inventory.verify_cache()}["sr"] == "mismatch"
 
-    removed = hub.remove_task_weights("bfr")
+    removed = inventory.remove_task_weights("bfr")
     assert path in removed and not path.exists()
     assert not list((cache.hub_repo_dir(REPO) / "blobs").iterdir())
     assert hub.cached_task_weights("bfr") is None
@@ -333,6 +333,13 @@ def test_optional_detector_downloads_once_into_our_cache(release_server: Release
     release_server.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.ensure_detector_weights("retinaface_resnet50") == path
+
+
+def test_missing_detector_is_one_clear_error(release_server: ReleaseServer) -> None:
+    with pytest.raises(DownloadError) as err:
+        hub.ensure_detector_weights("retinaface_resnet50")
+    assert "HTTP 404" in err.value.message
+    assert not cache.store_detector_path("detection_Resnet50_Final.pth").exists()
 
 
 def test_malicious_detector_is_refused(release_server: ReleaseServer, tmp_path: Path) -> None:
@@ -392,3 +399,25 @@ def test_read_only_cache_is_one_clear_error(tiny_manifest: Path, tmp_path: Path,
     finally:
         if mounted:
             subprocess.run(["umount", str(where)], check=False)
+
+
+def test_read_only_cache_still_serves_what_it_holds(hub_server_bfr: tuple, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    where = tmp_path / "shared"
+    if os.geteuid() != 0 or not _mount_tmpfs(where, "size=64m"):
+        pytest.skip("needs root and tmpfs mounts to make a read-only cache")
+    try:
+        monkeypatch.setenv("HF_HOME", str(where))
+        monkeypatch.setenv("ELIR_CACHE", str(where / "elir"))
+        path = hub.ensure_task_weights("bfr")
+        for record in (where / "elir" / "records").rglob("*.json"):
+            record.unlink()  # a cache filled by another tool: nothing recorded yet
+        assert subprocess.run(["mount", "-o", "remount,ro", str(where)], check=False).returncode == 0
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        assert hub.ensure_task_weights("bfr") == path  # usable; the record just cannot be written
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        with pytest.raises(CacheError) as err:  # sr is not on the hub: converting needs a writable store
+            hub.ensure_task_weights("sr")
+        assert "cannot write" in err.value.message
+    finally:
+        subprocess.run(["umount", str(where)], check=False)

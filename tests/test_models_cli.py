@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from elir_cli import cache, hub
+from elir_cli import cache, hub, inventory
 from hub_server import HubServer, ReleaseServer
 from hubtools import release_path, sha256, tiny_files
 

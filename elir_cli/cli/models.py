@@ -53,7 +53,7 @@ def _stderr() -> Any:
 
 
 def _status_dict(name: str) -> dict[str, Any]:
-    from ..hub import task_status
+    from ..inventory import task_status
 
     s = task_status(name)
     t = s.task
@@ -216,7 +216,7 @@ def verify(as_json: JsonOption = False) -> None:
 
       elir models verify
     """
-    from ..hub import verify_cache
+    from ..inventory import verify_cache
 
     results = verify_cache()
     if as_json:
@@ -242,7 +242,7 @@ def remove(task: TaskArgument) -> None:
 
       elir models remove bfr
     """
-    from ..hub import remove_task_weights
+    from ..inventory import remove_task_weights
 
     removed = remove_task_weights(task)
     for path in removed:
