@@ -26,6 +26,7 @@ HTTP_UNAUTHORIZED = 401
 HTTP_FORBIDDEN = 403
 HTTP_NOT_FOUND = 404
 TRUNCATION_MARK = "Consistency check failed"
+PREFLIGHT_TIMEOUT_S = 10.0
 
 
 def release_url(url: str) -> str:
@@ -54,6 +55,7 @@ def fetch_url(url: str, progress: bool, *, what: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import http_get
 
+    _preflight(url)
     folder = downloads_dir()
     with cache_writes(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,25 @@ def fetch_url(url: str, progress: bool, *, what: str) -> Path:
             raise os_error(exc, url, str(folder)) from None
         raise
     return tmp
+
+
+def _preflight(url: str) -> None:
+    """One HEAD before the transfer, so an unreachable host or a 404 fails at once.
+
+    ``http_get`` retries a failed connection five times, a second apart; that
+    suits a dropped transfer, not a host that cannot be reached at all. Other
+    statuses are left to the GET (signed storage URLs may refuse HEAD).
+    """
+    import httpx2
+    from huggingface_hub.utils import get_session
+
+    try:
+        response = get_session().head(url, follow_redirects=True, timeout=PREFLIGHT_TIMEOUT_S,
+                                      headers={"user-agent": f"{LIBRARY_NAME}/{__version__}"})
+    except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+        raise HostUnreachable(str(exc)) from None
+    if response.status_code == HTTP_NOT_FOUND:
+        raise NotFoundOnHost(response.status_code)
 
 
 def verify_download(tmp: Path, expected: str | None, url: str) -> str:

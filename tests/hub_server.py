@@ -10,7 +10,8 @@ for (read from its ``file_download.py``):
   it during HEAD) with ``X-Linked-Etag`` (the sha256), ``X-Linked-Size`` and
   ``X-Repo-Commit``, exactly as the real hub does.
 - errors with the hub's ``X-Error-Code`` header: ``RepoNotFound`` (401, as the
-  real hub answers anonymous clients), ``GatedRepo`` (401),
+  real hub answers anonymous clients), ``GatedRepo`` (401), a wrong token (401, "Invalid credentials in
+  Authorization header"),
   ``RevisionNotFound`` (404) and ``EntryNotFound`` (404, with
   ``X-Repo-Commit`` so the miss is cached in ``.no_exist``).
 - the CDN honours ``Range: bytes=N-`` (206 + ``Content-Range``), which is how
@@ -212,7 +213,11 @@ class HubServer(_Base):
         if repo is None:
             return self._reply(handler, 401, {"X-Error-Code": "RepoNotFound",
                                               "X-Error-Message": "Repository not found"}, head=head)
-        if repo.gated and handler.headers.get("Authorization") != f"Bearer {repo.token}":
+        auth = handler.headers.get("Authorization")
+        if repo.token and auth and auth != f"Bearer {repo.token}":
+            return self._reply(handler, 401, {"X-Error-Message": "Invalid credentials in Authorization header"},
+                               head=head)
+        if repo.gated and auth != f"Bearer {repo.token}":
             return self._reply(handler, 401, {"X-Error-Code": "GatedRepo",
                                               "X-Error-Message": "Access to model is restricted"}, head=head)
         commit = repo.refs.get(revision, revision)

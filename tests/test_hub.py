@@ -129,6 +129,10 @@ def test_gated_repo_needs_a_token(hub_server: HubServer, tiny_manifest: Path, mo
     with pytest.raises(DownloadError) as err:
         hub.ensure_task_weights("bfr")
     assert "gated" in err.value.message and "HF_TOKEN" in (err.value.hint or "")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(DownloadError) as err:
+        hub.ensure_task_weights("bfr")
+    assert "refused access (HTTP 401)" in err.value.message and "HF_TOKEN" in (err.value.hint or "")
     monkeypatch.setenv("HF_TOKEN", "hf_testtoken")
     assert hub.ensure_task_weights("bfr").is_file()
 
@@ -235,6 +239,19 @@ def test_nothing_anywhere_is_a_clear_404(hub_server: HubServer, release_server: 
     with pytest.raises(ModelNotAvailableError) as err:
         hub.ensure_task_weights("bfr")
     assert "does not exist" in err.value.message and "HTTP 404" in err.value.message
+
+
+def test_unreachable_release_host_fails_fast(hub_server: HubServer, tiny_manifest: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = ReleaseServer()
+    dead.stop()  # a port nobody listens on
+    monkeypatch.setenv("ELIR_RELEASE_ENDPOINT", dead.url)
+    with pytest.raises(DownloadError) as err:
+        hub.ensure_task_weights("sr")
+    assert "cannot be reached" in err.value.message and "does not exist" in err.value.message
+    with pytest.raises(ModelNotAvailableError) as err:
+        hub.ensure_detector_weights("retinaface_resnet50")
+    assert "cannot be reached" in err.value.message
 
 
 # -- import, shapes, verify, remove -------------------------------------------------------
