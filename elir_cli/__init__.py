@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    CacheError,
     CheckpointError,
+    ChecksumMismatchError,
     DownloadError,
     ElirError,
     ImageError,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from .checkpoint import convert_to_safetensors, load_model, read_checkpoint
     from .imageio import DecodedImage, is_image_file, make_output, read_image
     from .imagewrite import encode_image, write_image
+    from .hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
     from .model import ElirModel
 
 _LAZY = {
@@ -34,6 +37,10 @@ _LAZY = {
     "convert_to_safetensors": "checkpoint",
     "ElirModel": "model",
     "restore_image": "pipeline",
+    "ensure_task_weights": "hub",
+    "cached_task_weights": "hub",
+    "ensure_detector_weights": "hub",
+    "import_task_weights": "hub",
     "RestoreResult": "pipeline",
     "DecodedImage": "imageio",
     "read_image": "imageio",
@@ -45,8 +52,10 @@ _LAZY = {
 
 __all__ = [
     "__version__",
+    "CacheError",
     "CheckpointError",
     "DecodedImage",
+    "ChecksumMismatchError",
     "DownloadError",
     "ElirError",
     "ElirModel",
@@ -59,10 +68,14 @@ __all__ = [
     "Task",
     "UnsafeCheckpointError",
     "UsageError",
+    "cached_task_weights",
     "convert_to_safetensors",
     "encode_image",
     "get_task",
     "is_image_file",
+    "ensure_detector_weights",
+    "ensure_task_weights",
+    "import_task_weights",
     "load_manifest",
     "load_model",
     "make_output",

@@ -244,6 +244,25 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
                                      mismatched=mismatched, source=source)
 
 
+def check_task_fit(ckpt: Checkpoint, task: str, source: str = "checkpoint") -> ModelConfig:
+    """Check ``ckpt`` against the task's own shapes; return the config to store it with.
+
+    The model of the task (as the manifest describes it) is built on the meta
+    device, so no memory is spent, and every tensor must match it by name and
+    shape. A file that records a different task is refused.
+    """
+    from .model import ElirModel
+
+    if ckpt.task and ckpt.task != task:
+        raise UsageError(f"{source} holds weights for task {ckpt.task!r}, not {task!r}",
+                         hint=f"use --task {ckpt.task} or other weights")
+    task_model = get_task(task).model
+    with torch.device("meta"):
+        reference = ElirModel(task_model)
+    check_state_dict(reference, ckpt.state_dict, source)
+    return ckpt.config if ckpt.config is not None else task_model
+
+
 def build_model(ckpt: Checkpoint, task: str | None = None, source: str = "checkpoint") -> "ElirModel":
     from .model import ElirModel
 

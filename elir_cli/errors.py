@@ -73,6 +73,14 @@ class DownloadError(ElirError):
     """A download that failed (network, HTTP status, checksum, disk)."""
 
 
+class ChecksumMismatchError(DownloadError):
+    """A file whose sha256 differs from the one the registry records; it is removed."""
+
+
+class CacheError(ElirError):
+    """The weights cache cannot be written (disk full, read-only folder, no permission)."""
+
+
 class ImageError(ElirError):
     """An input image that cannot be read, or an output that cannot be written."""
 

@@ -1,14 +1,17 @@
 """The task registry: the five released ELIR configurations, read from data.
 
 ``weights/manifest.json`` (installed as ``elir_cli.weights``) is the single
-source of every task's hyper-parameters, sizes and download sources. This
-module only reads it; it never imports torch, so ``elir models list`` and
+source of every task's hyper-parameters, sizes and download sources. The
+environment variable ``ELIR_MANIFEST`` may name another manifest with the same
+schema (an organisation's own registry, or the tiny models of the test suite).
+This module only reads it; it never imports torch, so ``elir models list`` and
 ``--help`` stay fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -18,6 +21,7 @@ from typing import Any, Literal
 from .errors import UsageError
 
 MANIFEST_NAME = "manifest.json"
+MANIFEST_ENV = "ELIR_MANIFEST"
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,13 @@ class Detector:
 
 @dataclass(frozen=True)
 class Manifest:
+    """The whole registry: where our hub files live, the tasks and the detectors."""
+
     hub_repo_id: str
     hub_revision: str
     tasks: dict[str, Task]
     detectors: dict[str, Detector]
+    path: Path
 
 
 def weights_dir() -> Path:
@@ -114,9 +121,46 @@ def weights_dir() -> Path:
     return Path(str(resources.files("elir_cli.weights")))
 
 
-@lru_cache(maxsize=1)
+def get_detector(name: str) -> Detector:
+    """The face detector called ``name``; a :class:`UsageError` listing the choices otherwise."""
+    detectors = load_manifest().detectors
+    try:
+        return detectors[name]
+    except KeyError:
+        raise UsageError(f"unknown face detector {name!r}",
+                         hint=f"choose one of: {', '.join(detectors)}") from None
+
+
+def manifest_path() -> Path:
+    """The manifest in use: ``$ELIR_MANIFEST`` if set, else the installed one."""
+    override = os.environ.get(MANIFEST_ENV)
+    return Path(override).expanduser() if override else weights_dir() / MANIFEST_NAME
+
+
 def load_manifest() -> Manifest:
-    data = json.loads((weights_dir() / MANIFEST_NAME).read_text(encoding="utf-8"))
+    """Read (once per path) the manifest named by :func:`manifest_path`."""
+    return _load_manifest(str(manifest_path()))
+
+
+@lru_cache(maxsize=4)
+def _load_manifest(path_text: str) -> Manifest:
+    path = Path(path_text)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the task manifest {path}: {exc.strerror or exc}",
+                         hint=f"check ${MANIFEST_ENV} or reinstall elir-cli") from None
+    except ValueError as exc:
+        raise UsageError(f"the task manifest {path} is not valid JSON: {exc}",
+                         hint=f"check ${MANIFEST_ENV} or reinstall elir-cli") from None
+    try:
+        return _parse_manifest(data, path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"the task manifest {path} is malformed ({type(exc).__name__}: {exc})",
+                         hint=f"check ${MANIFEST_ENV} or reinstall elir-cli") from None
+
+
+def _parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
     tasks = {}
     for name, t in data["tasks"].items():
         tasks[name] = Task(
@@ -142,14 +186,17 @@ def load_manifest() -> Manifest:
         hub_revision=data["hub"]["revision"],
         tasks=tasks,
         detectors=detectors,
+        path=path,
     )
 
 
 def task_names() -> list[str]:
+    """The task names of the manifest in use, in manifest order."""
     return list(load_manifest().tasks)
 
 
 def get_task(name: str) -> Task:
+    """The task called ``name``; a :class:`UsageError` listing the choices otherwise."""
     tasks = load_manifest().tasks
     try:
         return tasks[name]

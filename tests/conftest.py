@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
+
+# Environment that would point a test at the user's caches, registries or the network.
+ISOLATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE",
+                "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "ELIR_HUB_REPO", "ELIR_RELEASE_ENDPOINT",
+                "ELIR_MANIFEST")
 
 
 @pytest.fixture(autouse=True)
@@ -15,7 +22,42 @@ def isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("ELIR_CACHE", str(home / "elir"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for name in ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator["HubServer"]:
+    """A local stand-in for the Hugging Face Hub; HF_ENDPOINT points at it."""
+    from hub_server import HubServer
+
+    server = HubServer()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def release_server(monkeypatch: pytest.MonkeyPatch) -> Iterator["ReleaseServer"]:
+    """A local stand-in for GitHub releases; ELIR_RELEASE_ENDPOINT points at it."""
+    from hub_server import ReleaseServer
+
+    server = ReleaseServer()
+    monkeypatch.setenv("ELIR_RELEASE_ENDPOINT", server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registry with the real task names and files but tiny architectures (ELIR_MANIFEST)."""
+    from hubtools import write_tiny_manifest
+
+    path = write_tiny_manifest(tmp_path / "manifest.json")
+    monkeypatch.setenv("ELIR_MANIFEST", str(path))
+    return path
+
+
+if TYPE_CHECKING:
+    from hub_server import HubServer, ReleaseServer

@@ -15,6 +15,7 @@ import typer
 
 from .._version import __version__
 from ..errors import ElirError
+from . import models
 
 app = typer.Typer(
     name="elir",
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 
 DEBUG_ENV = "ELIR_DEBUG"
+
+app.add_typer(models.app, name="models")
 
 
 def _version_callback(value: bool) -> None:
@@ -79,7 +82,8 @@ def main() -> None:
     """Console-script entry point: run the app behind the error boundary."""
     debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV) == "1"
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False click returns (not raises) the code of typer.Exit(code).
+        code = app(standalone_mode=False)
     except ElirError as exc:
         if debug:
             raise
@@ -90,13 +94,22 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if _is_click_error(exc, "ClickException"):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if _is_click_error(exc, "Abort"):
             sys.stderr.write("Aborted.\n")
             sys.exit(130)
         raise
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_click_error(exc: BaseException, name: str) -> bool:
+    """True if ``exc`` is click's ``name`` exception, from click or from typer's vendored copy.
+
+    Recent typer releases ship their own copy of click (``typer._click``), whose exception
+    classes are not those of the ``click`` package.
+    """
+    return any(cls.__name__ == name and cls.__module__.endswith("_click.exceptions")
+               or cls.__name__ == name and cls.__module__ == "click.exceptions"
+               for cls in type(exc).__mro__)

@@ -1,0 +1,251 @@
+"""``elir models``: list, download, inspect, import, verify and remove weights.
+
+Thin commands over :mod:`elir_cli.hub`: results go to stdout, progress bars and
+logs to stderr. ``list`` and ``--help`` import neither torch nor
+huggingface_hub, so they answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import ChecksumMismatchError, UsageError
+
+app = typer.Typer(
+    name="models",
+    help="List, download, import and check the ELIR weights (cached under $ELIR_CACHE / $HF_HOME).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+TaskArgument = Annotated[str, typer.Argument(help="Task name, e.g. bfr (see `elir models list`).")]
+MB = 1_000_000
+SHORT_COMMIT = 12
+
+
+def _stdout() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _stderr_logging() -> None:
+    """Show the library's progress messages (hub miss, fallback) on stderr, one per line."""
+    logger = logging.getLogger("elir_cli")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _status_dict(name: str) -> dict[str, Any]:
+    from ..inventory import task_status
+
+    s = task_status(name)
+    t = s.task
+    return {
+        "task": t.name,
+        "title": t.title,
+        "restores": t.restores,
+        "kind": t.kind,
+        "input_size": t.input_size,
+        "scale": t.scale,
+        "steps": t.model.k_steps,
+        "sigma_s": t.model.sigma_s,
+        "parameters": t.parameters,
+        "download_bytes": t.download_bytes,
+        "licence": t.licence,
+        "cached": s.path is not None,
+        "path": str(s.path) if s.path else None,
+        "source": s.source,
+        "origin": s.record.origin if s.record else None,
+        "sha256": s.record.sha256 if s.record else None,
+        "hub": {"repo_id": s.hub_repo, "revision": s.hub_revision, "filename": t.hub_filename,
+                "sha256": t.hub_sha256},
+        "release": {"url": t.release_url, "sha256": t.release_sha256},
+        "paper": t.paper,
+    }
+
+
+@app.command("list")
+def list_models(as_json: JsonOption = False) -> None:
+    """List the tasks, what each restores, its size, and whether its weights are cached.
+
+    Examples:
+
+      elir models list
+
+      elir models list --json
+    """
+    from ..tasks import task_names
+
+    rows = [_status_dict(name) for name in task_names()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("task", "restores", "size", "steps", "params", "download", "cached", "source"):
+        table.add_column(column, no_wrap=column != "restores", min_width=20 if column == "restores" else None)
+    for r in rows:
+        size = f"{r['input_size']}" + (f" x{r['scale']}" if r["scale"] != 1 else "")
+        source = r["source"] or "(hub)"
+        table.add_row(r["task"], r["title"], size, str(r["steps"]), f"{r['parameters'] / MB:.1f}M",
+                      f"{r['download_bytes'] / MB:.0f}MB", "yes" if r["cached"] else "no", source)
+    _stdout().print(table)
+
+
+@app.command()
+def download(
+    tasks: Annotated[Optional[list[str]], typer.Argument(help="Tasks to fetch.", show_default=False)] = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Fetch every task.")] = False,
+    detector: Annotated[Optional[list[str]], typer.Option(
+        "--detector", help="Also fetch this face detector (e.g. retinaface_resnet50).")] = None,
+    repo: Annotated[Optional[str], typer.Option(
+        "--repo", help="Hub repo to fetch from (default: $ELIR_HUB_REPO or the manifest).")] = None,
+    revision: Annotated[Optional[str], typer.Option(
+        "--revision", help="Branch, tag or commit of the hub repo (default: the manifest's pin).")] = None,
+) -> None:
+    """Download weights into the cache (hub first, the authors' release as fallback).
+
+    Examples:
+
+      elir models download bfr
+
+      elir models download --all
+
+      elir models download --detector retinaface_resnet50
+    """
+    from ..hub import ensure_detector_weights, ensure_task_weights
+    from ..tasks import get_task, task_names
+
+    names = task_names() if all_tasks else list(tasks or [])
+    if not names and not detector:
+        raise UsageError("nothing to download", hint="name tasks (e.g. `elir models download bfr`) or use --all")
+    for name in names:
+        get_task(name)  # fail on a typo before downloading anything
+    _stderr_logging()
+    for name in names:
+        path = ensure_task_weights(name, repo_id=repo, revision=revision, progress=True)
+        typer.echo(f"{name}\t{path}")
+    for name in detector or []:
+        path = ensure_detector_weights(name, progress=True)
+        typer.echo(f"{name}\t{path}")
+
+
+@app.command()
+def info(task: TaskArgument, as_json: JsonOption = False) -> None:
+    """Show everything known about one task: sources, pinned revision, cache path, sha256.
+
+    Example:
+
+      elir models info bfr
+    """
+    r = _status_dict(task)
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+        return
+    lines = [
+        ("task", f"{r['task']} — {r['title']}"),
+        ("restores", r["restores"]),
+        ("input", f"{r['input_size']} px, scale x{r['scale']}"),
+        ("steps (K)", str(r["steps"])),
+        ("sigma_s", str(r["sigma_s"])),
+        ("parameters", f"{r['parameters']:,}"),
+        ("download", f"{r['download_bytes'] / MB:.0f} MB"),
+        ("licence", r["licence"]),
+        ("hub", f"{r['hub']['repo_id']}@{r['hub']['revision']} / {r['hub']['filename']}"),
+        ("hub sha256", r["hub"]["sha256"] or "not registered (recorded on download)"),
+        ("release", r["release"]["url"]),
+        ("release sha256", r["release"]["sha256"] or "not registered (recorded on download)"),
+        ("cached", r["path"] or "no"),
+        ("source", f"{r['source']} ({r['origin']})" if r["source"] and r["origin"] else (r["source"] or "-")),
+        ("sha256", r["sha256"] or "-"),
+    ]
+    if r["paper"]:
+        lines.append(("paper", ", ".join(f"{k} {v}" for k, v in r["paper"].items())))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        typer.echo(f"{key.ljust(width)}  {value}")
+
+
+@app.command("import")
+def import_weights(
+    file: Annotated[Path, typer.Argument(help="An authors' .pth/.ckpt or our .safetensors.")],
+    task: Annotated[str, typer.Option("--task", help="The task these weights are for.")],
+) -> None:
+    """Bring a local weights file into the cache, checked against the task's shapes.
+
+    The file is read with torch.load(weights_only=True) or safetensors (a pickle
+    that holds code is refused and never runs) and stored as .safetensors; the
+    input file is left untouched.
+
+    Example:
+
+      elir models import ~/Downloads/elir_bfr.pth --task bfr
+    """
+    from ..hub import import_task_weights
+
+    path = import_task_weights(file, task)
+    typer.echo(f"{task}\t{path}")
+
+
+@app.command()
+def verify(as_json: JsonOption = False) -> None:
+    """Re-hash every cached weights file against the manifest or the recorded sha256.
+
+    Exits with status 1 if any file changed.
+
+    Example:
+
+      elir models verify
+    """
+    from ..inventory import verify_cache
+
+    results = verify_cache()
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "path": str(r.path), "status": r.status,
+                                "sha256": r.sha256, "expected": r.expected} for r in results], indent=2))
+    else:
+        for r in results:
+            typer.echo(f"{r.status}\t{r.name}\t{r.sha256}\t{r.path}")
+        if not results:
+            _stderr().print("Nothing cached yet.")
+    bad = [r for r in results if r.status == "mismatch"]
+    if bad:
+        names = " ".join(sorted({r.name for r in bad}))
+        raise ChecksumMismatchError(f"{len(bad)} cached file(s) changed since they were recorded: {names}",
+                                    hint="run `elir models remove NAME`, then download again")
+
+
+@app.command()
+def remove(task: TaskArgument) -> None:
+    """Delete the cached weights of a task (our store and the hub cache).
+
+    Example:
+
+      elir models remove bfr
+    """
+    from ..inventory import remove_task_weights
+
+    removed = remove_task_weights(task)
+    for path in removed:
+        typer.echo(f"removed\t{path}")
+    if not removed:
+        _stderr().print(f"Nothing cached for {task}.")
