@@ -1,0 +1,261 @@
+"""Face detection with facexlib's RetinaFace, contained.
+
+One :class:`FaceDetector` is built once and reused: it holds only the network
+(never per-image state), loads its weights safely (``weights_only=True``,
+``strict=True``) from our bundled file or our cache, never from site-packages,
+and takes RGB at its boundary (facexlib's network expects BGR).
+
+Faces are numbered by one exact rule so that ``face_indices=[0, 2]`` means the
+same faces on every run: sorted by the centre of their box, x first (left to
+right), then y (top to bottom), both rounded to whole pixels. Numbers are given
+after the score threshold and before any other selection, so a face keeps its
+number whatever ``min_face_size`` / ``max_faces`` / ``only_center_face`` do.
+"No face" is an empty list, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_DETECTOR = "retinaface_mobilenet0.25"
+DEFAULT_THRESHOLD = 0.9
+NMS_IOU = 0.4
+# Photos are detected at most this large (long side, px); bigger ones are
+# downscaled for detection only, which bounds time and memory and keeps big
+# faces within the anchors' range (16..512 px).
+DETECT_MAX_SIDE = 1600
+# RetinaFace's training mean, BGR order.
+BGR_MEAN = (104.0, 117.0, 123.0)
+N_LANDMARKS = 5
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face, in the input photo's pixel coordinates.
+
+    ``landmarks`` is (5,2) x,y: the eye on the image's left, the other eye,
+    the nose tip, the mouth corner on the left, the other mouth corner.
+    ``matrix`` is the 2x3 similarity transform from the photo to the aligned
+    crop, once the pipeline has aligned the face (None before).
+    """
+
+    index: int
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray
+    matrix: np.ndarray | None = field(default=None)
+
+    @property
+    def eye_distance(self) -> float:
+        return float(np.hypot(*(self.landmarks[1] - self.landmarks[0])))
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready record (for ``--json`` output)."""
+        return {
+            "index": self.index,
+            "box": [round(v, 2) for v in self.box],
+            "score": round(self.score, 4),
+            "landmarks": np.round(self.landmarks, 2).tolist(),
+            "matrix": None if self.matrix is None else np.round(self.matrix, 6).tolist(),
+        }
+
+
+def number_faces(faces: Sequence[Face]) -> list[Face]:
+    """Renumber faces by the module's rule: box centre x, then y, rounded to px."""
+    from dataclasses import replace
+
+    def key(face: Face) -> tuple[int, int, float]:
+        cx, cy = face.centre
+        return round(cx), round(cy), -face.score
+
+    return [replace(face, index=i) for i, face in enumerate(sorted(faces, key=key))]
+
+
+def select_faces(
+    faces: Sequence[Face],
+    *,
+    image_size: tuple[int, int],
+    min_face_size: float = 0.0,
+    only_center_face: bool = False,
+    max_faces: int | None = None,
+    face_indices: Sequence[int] | None = None,
+) -> list[Face]:
+    """Apply the user's face choice; faces keep their numbers, in index order.
+
+    ``image_size`` is (width, height). ``min_face_size`` is the smallest eye
+    distance in px. ``face_indices`` keeps only those numbers (numbers with no
+    face are ignored: a batch of photos may have fewer faces in some).
+    ``only_center_face`` keeps the face whose box centre is nearest the photo
+    centre; ``max_faces`` keeps the N largest boxes.
+    """
+    if min_face_size < 0:
+        raise UsageError(f"min_face_size must be >= 0 px, got {min_face_size}")
+    if max_faces is not None and max_faces < 1:
+        raise UsageError(f"max_faces must be >= 1, got {max_faces}")
+    chosen = [f for f in faces if f.eye_distance >= min_face_size]
+    if face_indices is not None:
+        wanted = set(int(i) for i in face_indices)
+        if any(i < 0 for i in wanted):
+            raise UsageError(f"face indices are numbers >= 0, got {sorted(wanted)}")
+        chosen = [f for f in chosen if f.index in wanted]
+    if only_center_face and chosen:
+        cx, cy = image_size[0] / 2, image_size[1] / 2
+        chosen = [min(chosen, key=lambda f: (math.hypot(f.centre[0] - cx, f.centre[1] - cy), f.index))]
+    if max_faces is not None and len(chosen) > max_faces:
+        largest = sorted(chosen, key=lambda f: (-f.area, f.index))[:max_faces]
+        chosen = sorted(largest, key=lambda f: f.index)
+    return sorted(chosen, key=lambda f: f.index)
+
+
+def detector_weights(name: str) -> Path:
+    """The weights file of a registry detector: bundled, or fetched into our cache."""
+    from .tasks import load_manifest, weights_dir
+
+    detectors = load_manifest().detectors
+    if name not in detectors:
+        raise UsageError(f"unknown face detector {name!r}", hint=f"choose one of: {', '.join(detectors)}")
+    spec = detectors[name]
+    if spec.bundled:
+        return weights_dir() / spec.bundled
+    from .hub import ensure_detector_weights
+
+    return Path(ensure_detector_weights(name))
+
+
+class FaceDetector:
+    """RetinaFace (facexlib's network) with our safe loading and RGB interface.
+
+    Build once, call :meth:`detect` on any number of photos; nothing about one
+    photo is kept for the next.
+    """
+
+    def __init__(self, name: str = DEFAULT_DETECTOR, *, device: "str | torch.device" = "cpu",
+                 weights: str | Path | None = None) -> None:
+        import torch
+        from facexlib.detection.retinaface import RetinaFace
+
+        from .tasks import load_manifest
+
+        detectors = load_manifest().detectors
+        if name not in detectors:
+            raise UsageError(f"unknown face detector {name!r}",
+                             hint=f"choose one of: {', '.join(detectors)}")
+        self.name = name
+        self.device = torch.device(device)
+        path = Path(weights) if weights is not None else detector_weights(name)
+        net = RetinaFace(network_name=detectors[name].network, half=False, device=self.device)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+            raise CheckpointError(f"cannot read face detector weights {path}: {str(exc).splitlines()[0][:200]}",
+                                  hint="delete the file to download it again") from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} is not a RetinaFace state dict")
+        # Some releases prefix keys with "module." (DataParallel).
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit RetinaFace {detectors[name].network}: "
+                                  f"{str(exc).splitlines()[0][:200]}") from None
+        self._net = net.to(self.device).eval()
+        self._cfg = dict(net.cfg)
+        self._mean = torch.tensor(BGR_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def detect(self, rgb: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD) -> list[Face]:
+        """Faces in an RGB photo (HxWx3, uint8 or float in [0,1]), numbered by the rule."""
+        import cv2
+        import torch
+        from facexlib.detection.retinaface_utils import decode, decode_landm
+
+        if not 0.0 < threshold < 1.0:
+            raise UsageError(f"detection threshold must be in (0, 1), got {threshold}")
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"rgb must be HxWx3, got shape {rgb.shape}")
+        height, width = rgb.shape[:2]
+        image = rgb.astype(np.float32) * (255.0 if rgb.dtype != np.uint8 else 1.0)
+        resize = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        if resize < 1.0:
+            image = cv2.resize(image, (max(1, round(width * resize)), max(1, round(height * resize))),
+                               interpolation=cv2.INTER_AREA)
+        det_h, det_w = image.shape[:2]
+        # RGB -> BGR at the boundary, HWC -> (1,3,H,W)
+        x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)))[None]
+        x = x.to(self.device) - self._mean
+        with torch.inference_mode():
+            loc, conf, landm = self._net(x)
+        priors = prior_boxes(self._cfg, det_h, det_w).to(self.device)
+        variance = self._cfg["variance"]
+        sx, sy = width / det_w, height / det_h
+        boxes = decode(loc[0].float(), priors, variance).cpu().numpy()
+        points = decode_landm(landm[0].float(), priors, variance).cpu().numpy()
+        scores = conf[0, :, 1].float().cpu().numpy()
+        keep = np.flatnonzero(scores > threshold)
+        if keep.size == 0:
+            return []
+        boxes = boxes[keep] * np.array([det_w, det_h, det_w, det_h], dtype=np.float32)
+        points = points[keep] * np.tile(np.array([det_w, det_h], dtype=np.float32), N_LANDMARKS)
+        scores = scores[keep]
+        import torchvision
+
+        kept = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), NMS_IOU).numpy()
+        faces = []
+        for i in kept:
+            box = boxes[i] * np.array([sx, sy, sx, sy])
+            lms = points[i].reshape(N_LANDMARKS, 2).astype(np.float64) * np.array([sx, sy])
+            faces.append(Face(index=-1, box=tuple(float(v) for v in box), score=float(scores[i]),
+                              landmarks=lms))
+        return number_faces(faces)
+
+
+def prior_boxes(cfg: dict[str, object], height: int, width: int) -> "torch.Tensor":
+    """RetinaFace anchors (cx, cy, w, h), normalised; facexlib's PriorBox, vectorised.
+
+    Order: level, then row, then column, then anchor size, as in PriorBox.
+    """
+    import torch
+
+    out = []
+    for step, min_sizes in zip(cfg["steps"], cfg["min_sizes"]):  # type: ignore[call-overload]
+        rows, cols = math.ceil(height / step), math.ceil(width / step)
+        cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * step / height
+        cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * step / width
+        gy, gx = torch.meshgrid(cy, cx, indexing="ij")  # (rows, cols)
+        per_size = [torch.stack([gx, gy, torch.full_like(gx, s / width), torch.full_like(gy, s / height)], -1)
+                    for s in min_sizes]  # each (rows, cols, 4)
+        out.append(torch.stack(per_size, 2).reshape(-1, 4))  # (rows*cols*n_sizes, 4)
+    return torch.cat(out).float()
+
+
+_CACHE: dict[tuple[str, str], FaceDetector] = {}
+
+
+def cached_detector(name: str = DEFAULT_DETECTOR, device: "str | torch.device" = "cpu") -> FaceDetector:
+    """A process-wide detector per (name, device); it holds no per-image state."""
+    import torch
+
+    key = (name, str(torch.device(device)))
+    if key not in _CACHE:
+        _CACHE[key] = FaceDetector(name, device=device)
+    return _CACHE[key]

@@ -1,0 +1,345 @@
+"""The restoration pipeline: a whole photo in, the restored photo out.
+
+Face tasks (bfr, sr, denoising, inpainting): detect faces, choose them, align
+each to the FFHQ template at the task's size, restore the crops in batches of
+``batch_size`` (only one batch of crops exists at a time), and paste each back
+as soon as it is restored. The background is resized to the output scale, or
+restored by ELIR's ``bsr`` task (``bg_task="bsr"``). A photo with no face is a
+normal result: ``faces`` is empty and the photo is passed through (resized or
+bsr-restored).
+
+Whole-image work (``bsr``, or any task with ``whole_image=True``) goes through
+the tiler. ``aligned=True`` takes the photo as one already aligned face crop.
+
+A restorer is any callable from a (B,3,S,S) float tensor in [0,1] to the same
+shape; ``restorer=None`` loads the task's ELIR model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from .detection import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, Face
+from .errors import ImageError, UsageError
+from .tasks import Task, get_task
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from .detection import FaceDetector
+    from .model import ElirModel
+
+Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
+MAX_UPSCALE = 16
+DEFAULT_BATCH_SIZE = 4
+BG_TASKS = ("bsr",)
+WHOLE_IMAGE_TILE = 512  # model pixels per tile
+WHOLE_IMAGE_OVERLAP = 64
+
+
+@dataclass(frozen=True, eq=False)
+class RestoreResult:
+    """The restored photo and what was done to it."""
+
+    array: np.ndarray  # float32 HxWx3 RGB in [0,1]
+    faces: list[Face]
+    task: str
+    upscale: int
+
+    @property
+    def image(self) -> "Image.Image":
+        """The restored photo as an 8-bit RGB PIL image."""
+        from PIL import Image
+
+        return Image.fromarray(to_uint8(self.array), mode="RGB")
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """float [0,1] -> uint8, rounded."""
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def pil_to_array(image: "Image.Image") -> np.ndarray:
+    """A PIL image as float32 HxWx3 RGB in [0,1] (converted to RGB first)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.asarray(rgb, dtype=np.float32) / 255.0
+
+
+def model_restorer(model: "ElirModel", *, seed: int | None = None, steps: int | None = None,
+                   fidelity: float = 1.0) -> Restorer:
+    """Wrap an ELIR model as a batch restorer; a fresh seeded generator per call of this function.
+
+    Noise is drawn image by image, so the results do not depend on the batch size.
+    """
+    import torch
+
+    param = next(model.parameters())
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=param.device).manual_seed(int(seed))
+
+    def restore(x: torch.Tensor) -> torch.Tensor:
+        return model.restore(x.to(device=param.device, dtype=param.dtype), generator=generator,
+                             steps=steps, fidelity=fidelity)
+
+    return restore
+
+
+def restore_image(
+    image: "Image.Image",
+    *,
+    task: str = "bfr",
+    restorer: Restorer | None = None,
+    weights: str | None = None,
+    device: "str | torch.device" = "cpu",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    upscale: int | None = None,
+    bg_task: str | None = None,
+    bg_restorer: Restorer | None = None,
+    aligned: bool = False,
+    whole_image: bool = False,
+    det_threshold: float = DEFAULT_THRESHOLD,
+    min_face_size: float = 0.0,
+    only_center_face: bool = False,
+    max_faces: int | None = None,
+    face_indices: Sequence[int] | None = None,
+    detector: "FaceDetector | str | None" = None,
+    steps: int | None = None,
+    fidelity: float = 1.0,
+    seed: int | None = None,
+    mask: "Image.Image | np.ndarray | None" = None,
+) -> RestoreResult:
+    """Restore a PIL photo; see :func:`restore_array` for the options."""
+    mask_array = None
+    if mask is not None:
+        mask_array = np.asarray(mask.convert("L")) >= 128 if hasattr(mask, "convert") else np.asarray(mask)
+    return restore_array(
+        pil_to_array(image), task=task, restorer=restorer, weights=weights, device=device,
+        batch_size=batch_size, upscale=upscale, bg_task=bg_task, bg_restorer=bg_restorer,
+        aligned=aligned, whole_image=whole_image, det_threshold=det_threshold,
+        min_face_size=min_face_size, only_center_face=only_center_face, max_faces=max_faces,
+        face_indices=face_indices, detector=detector, steps=steps, fidelity=fidelity, seed=seed,
+        mask=mask_array,
+    )
+
+
+def restore_array(
+    rgb: np.ndarray,
+    *,
+    task: str = "bfr",
+    restorer: Restorer | None = None,
+    weights: str | None = None,
+    device: "str | torch.device" = "cpu",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    upscale: int | None = None,
+    bg_task: str | None = None,
+    bg_restorer: Restorer | None = None,
+    aligned: bool = False,
+    whole_image: bool = False,
+    det_threshold: float = DEFAULT_THRESHOLD,
+    min_face_size: float = 0.0,
+    only_center_face: bool = False,
+    max_faces: int | None = None,
+    face_indices: Sequence[int] | None = None,
+    detector: "FaceDetector | str | None" = None,
+    steps: int | None = None,
+    fidelity: float = 1.0,
+    seed: int | None = None,
+    mask: np.ndarray | None = None,
+) -> RestoreResult:
+    """Restore a float32 HxWx3 RGB photo in [0,1].
+
+    - ``task``: a task name; face tasks detect faces unless ``aligned`` (the
+      photo is one aligned face crop) or ``whole_image`` (tile the whole photo).
+    - ``restorer`` / ``weights`` / ``device`` / ``steps`` / ``fidelity`` /
+      ``seed``: the crop restorer, or the ELIR model to load and how to run it.
+    - ``upscale``: output scale (default: the task's scale, 1 for bfr).
+    - ``bg_task="bsr"`` restores the background with ELIR bsr (``bg_restorer``
+      to plug in another); default: the background is resized.
+    - face choice: ``det_threshold``, ``min_face_size`` (eye distance px),
+      ``only_center_face``, ``max_faces`` (largest N), ``face_indices``.
+    - ``mask``: HxW bool, True where pixels are missing (inpainting only).
+    """
+    spec = get_task(task)
+    rgb = _check_photo(rgb)
+    scale = _check_options(spec, rgb, upscale=upscale, batch_size=batch_size, bg_task=bg_task,
+                           aligned=aligned, whole_image=whole_image, mask=mask, steps=steps,
+                           fidelity=fidelity)
+    if mask is not None:
+        mask = mask.astype(bool)
+    if restorer is None:
+        restorer = _load_restorer(weights or task, task, device, seed=seed, steps=steps, fidelity=fidelity)
+    if spec.kind == "image" or whole_image:
+        photo = rgb if mask is None else np.where(mask[:, :, None], np.float32(0.0), rgb)
+        out = _tiled(photo, restorer, spec, scale, batch_size, device)
+        return RestoreResult(array=out, faces=[], task=task, upscale=scale)
+    if aligned:
+        out, face = _restore_aligned(rgb, restorer, spec, scale, mask, device)
+        return RestoreResult(array=out, faces=[face], task=task, upscale=scale)
+    det = _detector(detector, device)
+    found = det.detect(rgb, threshold=det_threshold)
+    height, width = rgb.shape[:2]
+    chosen = _select(found, (width, height), min_face_size, only_center_face, max_faces, face_indices)
+    background = _background(rgb, scale, bg_task, bg_restorer, batch_size, device, seed)
+    faces = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
+    return RestoreResult(array=background, faces=faces, task=task, upscale=scale)
+
+
+def paste_restored_faces(rgb: np.ndarray, background: np.ndarray, faces: Sequence[Face], restorer: Restorer,
+                         spec: Task, scale: int, batch_size: int, mask: np.ndarray | None,
+                         device: "str | torch.device") -> list[Face]:
+    """Align, restore in batches and paste ``faces`` onto ``background`` (in place)."""
+    from .alignment import alignment_matrix
+    from .paste import Canvas, crop_to_output, paste_box, union_box
+
+    size = spec.input_size
+    out_hw = background.shape[:2]
+    faces = [replace(f, matrix=alignment_matrix(f.landmarks, size)) for f in faces]
+    to_out = [crop_to_output(f.matrix, scale) for f in faces]
+    canvas = Canvas(background, union_box([paste_box(m, size, out_hw) for m in to_out]))
+    for start in range(0, len(faces), batch_size):
+        batch = faces[start:start + batch_size]
+        crops = np.stack([_model_input(rgb, f.matrix, spec, mask) for f in batch])  # (B,S,S,3)
+        restored = _run(restorer, crops, device)  # (B,S,S,3)
+        for crop, matrix in zip(restored, to_out[start:start + batch_size]):
+            canvas.paste(crop, matrix)
+    canvas.result()
+    return faces
+
+
+# -- steps --------------------------------------------------------------------
+
+def _check_photo(rgb: np.ndarray) -> np.ndarray:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"expected an HxWx3 RGB array, got {getattr(rgb, 'shape', type(rgb).__name__)}")
+    if min(rgb.shape[:2]) < 1:
+        raise ImageError(f"the photo is empty ({rgb.shape[1]}x{rgb.shape[0]})")
+    rgb = rgb.astype(np.float32, copy=False)
+    if not np.isfinite(rgb).all():
+        raise ImageError("the photo has NaN or infinite values")
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def _check_options(spec: Task, rgb: np.ndarray, *, upscale: int | None, batch_size: int,
+                   bg_task: str | None, aligned: bool, whole_image: bool, mask: np.ndarray | None,
+                   steps: int | None, fidelity: float) -> int:
+    scale = spec.scale if upscale is None else upscale
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= MAX_UPSCALE:
+        raise UsageError(f"upscale must be a whole number from 1 to {MAX_UPSCALE}, got {upscale!r}")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {batch_size}")
+    if bg_task is not None and bg_task not in BG_TASKS:
+        raise UsageError(f"unknown background task {bg_task!r}", hint=f"choose one of: {', '.join(BG_TASKS)}")
+    if aligned and whole_image:
+        raise UsageError("--aligned and --whole-image exclude each other",
+                         hint="--aligned: the photo is one aligned face; --whole-image: tile the whole photo")
+    if spec.kind == "image" and aligned:
+        raise UsageError(f"task {spec.name} restores whole photos; --aligned is for face tasks")
+    if mask is not None:
+        if spec.name != "inpainting":
+            raise UsageError(f"a mask is only used by the inpainting task, not {spec.name}")
+        if mask.shape != rgb.shape[:2]:
+            raise UsageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
+                             f"{rgb.shape[1]}x{rgb.shape[0]}", hint="give a mask of the photo's size")
+    if steps is not None and steps < 1:
+        raise UsageError(f"steps must be >= 1, got {steps}")
+    if not 0.0 <= fidelity <= 1.0:
+        raise UsageError(f"fidelity must be in [0, 1], got {fidelity}")
+    return scale
+
+
+def _load_restorer(source: str, task: str, device: "str | torch.device", *, seed: int | None,
+                   steps: int | None, fidelity: float) -> Restorer:
+    from .checkpoint import load_model
+
+    return model_restorer(load_model(source, task=task, device=device), seed=seed, steps=steps,
+                          fidelity=fidelity)
+
+
+def _detector(detector: "FaceDetector | str | None", device: "str | torch.device") -> "FaceDetector":
+    from .detection import FaceDetector, cached_detector
+
+    if isinstance(detector, FaceDetector):
+        return detector
+    return cached_detector(detector or DEFAULT_DETECTOR, device)
+
+
+def _select(found: list[Face], size: tuple[int, int], min_face_size: float, only_center_face: bool,
+            max_faces: int | None, face_indices: Sequence[int] | None) -> list[Face]:
+    from .detection import select_faces
+
+    return select_faces(found, image_size=size, min_face_size=min_face_size,
+                        only_center_face=only_center_face, max_faces=max_faces, face_indices=face_indices)
+
+
+def _background(rgb: np.ndarray, scale: int, bg_task: str | None, bg_restorer: Restorer | None,
+                batch_size: int, device: "str | torch.device", seed: int | None) -> np.ndarray:
+    from .paste import resize_background
+
+    if bg_task is None:
+        return resize_background(rgb, scale)
+    spec = get_task(bg_task)
+    if bg_restorer is None:
+        bg_restorer = _load_restorer(bg_task, bg_task, device, seed=seed, steps=None, fidelity=1.0)
+    return _tiled(rgb, bg_restorer, spec, scale, batch_size, device)
+
+
+def _tiled(rgb: np.ndarray, restorer: Restorer, spec: Task, scale: int, batch_size: int,
+           device: "str | torch.device") -> np.ndarray:
+    from .tiling import restore_tiled
+
+    upsample = "nearest-exact" if spec.name == "sr" else "bicubic"
+    return restore_tiled(rgb, restorer, model_scale=spec.scale, out_scale=scale, tile=WHOLE_IMAGE_TILE,
+                         overlap=WHOLE_IMAGE_OVERLAP, batch_size=batch_size, device=device, upsample=upsample)
+
+
+def _model_input(rgb: np.ndarray, matrix: np.ndarray, spec: Task, mask: np.ndarray | None) -> np.ndarray:
+    """One aligned crop, prepared as the task's model was trained."""
+    from .alignment import align_face, masked_input, sr_input
+
+    crop = align_face(rgb, matrix, spec.input_size)
+    if spec.name == "sr":
+        crop = sr_input(crop, spec.scale)
+    if mask is not None:
+        crop = masked_input(crop, mask, matrix)
+    return crop
+
+
+def _run(restorer: Restorer, crops: np.ndarray, device: "str | torch.device") -> np.ndarray:
+    """(B,S,S,3) float32 -> restorer -> (B,S,S,3) float32 in [0,1]."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).to(device)  # (B,3,S,S)
+    with torch.inference_mode():
+        y = restorer(x)
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"the restorer must return a tensor of shape {tuple(x.shape)}, "
+                         f"got {getattr(y, 'shape', type(y).__name__)}")
+    return y.detach().float().clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()  # (B,S,S,3)
+
+
+def _restore_aligned(rgb: np.ndarray, restorer: Restorer, spec: Task, scale: int, mask: np.ndarray | None,
+                     device: "str | torch.device") -> tuple[np.ndarray, Face]:
+    """The photo is one aligned face: resize to the task size, restore, resize to the output."""
+    import cv2
+
+    from .alignment import apply_affine, face_template, invert_affine
+
+    height, width = rgb.shape[:2]
+    size = spec.input_size
+    matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
+                       [0.0, size / height, 0.5 * size / height - 0.5]])
+    crop = _model_input(rgb, matrix, spec, mask)
+    restored = _run(restorer, crop[None], device)[0]
+    out_w, out_h = width * scale, height * scale
+    interp = cv2.INTER_AREA if out_w < size else cv2.INTER_CUBIC
+    out = np.clip(cv2.resize(restored, (out_w, out_h), interpolation=interp), 0.0, 1.0)
+    landmarks = apply_affine(invert_affine(matrix), face_template(size))
+    face = Face(index=0, box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=landmarks,
+                matrix=matrix)
+    return out, face
+

@@ -1,0 +1,185 @@
+"""The face pipeline end to end on real photos with the real detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from facephotos import FACE_PHOTOS, box_slice, collage, load, psnr, shared_detector
+from PIL import Image
+
+import elir_cli
+from elir_cli.errors import UsageError
+from elir_cli.paste import Canvas, crop_to_output, resize_background, soft_mask
+from elir_cli.pipeline import restore_array
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@pytest.mark.parametrize("name", FACE_PHOTOS)
+def test_identity_restorer_gives_the_photo_back(name: str) -> None:
+    rgb = load(name)
+    result = restore_array(rgb, restorer=identity, detector=shared_detector())
+    assert len(result.faces) == 1
+    assert psnr(result.array, rgb) >= 45.0
+    for face in result.faces:
+        assert psnr(result.array[box_slice(face.box, rgb.shape)], rgb[box_slice(face.box, rgb.shape)]) >= 40.0
+        assert face.matrix is not None and face.matrix.shape == (2, 3)
+
+
+@pytest.mark.parametrize("upscale,face_db", [(1, 40.0), (2, 37.0)])
+def test_identity_on_the_collage(upscale: int, face_db: float) -> None:
+    """Nine faces, rotated, scaled, at the borders. At upscale 2 the reference is
+    the Lanczos-resized photo, so the bound measures two resamplers' difference."""
+    canvas, _ = collage()
+    result = restore_array(np.array(canvas), restorer=identity, upscale=upscale, batch_size=4,
+                           detector=shared_detector())
+    reference = resize_background(np.array(canvas), upscale)
+    assert result.array.shape == (canvas.shape[0] * upscale, canvas.shape[1] * upscale, 3)
+    assert len(result.faces) == 9
+    assert psnr(result.array, reference) >= 45.0
+    for face in result.faces:
+        sl = box_slice(tuple(upscale * v for v in face.box), reference.shape)
+        assert psnr(result.array[sl], reference[sl]) >= face_db
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "grace_hopper.jpg"])
+def test_constant_restorer_covers_the_face_and_stops_short_of_the_background(name: str) -> None:
+    rgb = load(name)
+    result = restore_array(rgb, restorer=lambda x: torch.full_like(x, 0.5), detector=shared_detector())
+    face = result.faces[0]
+    inside = result.array[box_slice(face.box, rgb.shape)]
+    assert (np.abs(inside - 0.5).max(axis=2) < 2e-3).mean() >= 0.99  # the face box is covered
+    changed = np.abs(result.array - rgb).max(axis=2) > 1e-4
+    ys, xs = np.nonzero(changed)
+    x0, y0, x1, y1 = face.box
+    w, h = x1 - x0, y1 - y0
+    # measured: the pasted region reaches 16-28 % of the box size beyond it
+    assert xs.min() > x0 - 0.4 * w and xs.max() < x1 + 0.4 * w
+    assert ys.min() > y0 - 0.4 * h and ys.max() < y1 + 0.4 * h
+    # and is well inside the aligned crop's footprint (which holds hair and background)
+    footprint = 512 ** 2 / np.linalg.det(face.matrix[:, :2])
+    assert changed.sum() < 0.85 * footprint  # measured 0.79
+
+
+def test_overlapping_faces_blend_in_any_order() -> None:
+    size = 64
+    matrices = [np.array([[1.0, 0, -10], [0, 1.0, -20]]), np.array([[1.0, 0, -40], [0, 1.0, -25]])]
+    crops = [np.full((size, size, 3), 0.2, np.float32), np.full((size, size, 3), 0.8, np.float32)]
+    results = []
+    for order in ([0, 1], [1, 0]):
+        canvas = Canvas(np.zeros((120, 140, 3), np.float32), (0, 0, 140, 120))
+        for i in order:
+            canvas.paste(crops[i], crop_to_output(matrices[i], 1))
+        results.append(canvas.result())
+    assert np.allclose(results[0], results[1], atol=1e-6)
+    both = results[0][60, 55]  # inside both full-weight regions: the mean of the two faces
+    assert np.allclose(both, 0.5, atol=1e-5)
+
+
+def test_soft_mask_feather_scales_with_size() -> None:
+    for size in (256, 512):
+        row = soft_mask(size)[size // 2]
+        ramp = np.count_nonzero((row > 0.01) & (row < 0.99))
+        assert 0.08 * size < ramp < 0.16 * size
+
+
+def test_batches_are_bounded_and_results_do_not_depend_on_them() -> None:
+    canvas, _ = collage()
+    sizes: list[int] = []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(x.shape[0])
+        return x.flip(-1)  # any per-crop function
+
+    a = restore_array(np.array(canvas), restorer=recording, batch_size=4, detector=shared_detector())
+    assert sizes == [4, 4, 1]
+    b = restore_array(np.array(canvas), restorer=recording, batch_size=9, detector=shared_detector())
+    assert np.array_equal(a.array, b.array)
+
+
+def test_tiny_elir_model_is_the_default_restorer(tmp_path) -> None:
+    from elir_cli.checkpoint import save_safetensors
+    from elir_cli.model import ElirModel
+    from elir_cli.tasks import ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig(k_steps=2, sigma_s=0.1, hid_channels=32, n_mid_blocks=1, rrdb_c_hid=16, n_rrdb=1)
+    path = save_safetensors(tmp_path / "tiny.safetensors", ElirModel(config).state_dict(), config,
+                            task="denoising")
+    rgb = load("grace_hopper.jpg")
+    run = lambda bs: restore_array(rgb, task="denoising", weights=str(path), seed=3,  # noqa: E731
+                                   batch_size=bs, detector=shared_detector()).array
+    first, again = run(1), run(2)
+    assert np.array_equal(first, again)  # seeded, and no state carried from one call to the next
+    assert psnr(first, rgb) < 40  # the random model did change the face
+
+
+def test_no_face_photo_passes_through() -> None:
+    rgb = load("astronaut.png")[300:500, 300:500]
+    result = restore_array(rgb, restorer=identity, detector=shared_detector())
+    assert result.faces == []
+    assert np.array_equal(result.array, rgb)
+    up = restore_array(rgb, restorer=identity, upscale=3, detector=shared_detector())
+    assert up.array.shape == (600, 600, 3)
+
+
+def test_bsr_background_and_whole_image_tasks() -> None:
+    rgb = load("grace_hopper.jpg")
+    calls: list[tuple[int, ...]] = []
+
+    def bg(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return x
+
+    result = restore_array(rgb, restorer=identity, upscale=2, bg_task="bsr", bg_restorer=bg,
+                           detector=shared_detector())
+    assert result.array.shape == (1200, 1024, 3) and calls
+    whole = restore_array(rgb, task="bsr", restorer=identity, upscale=1)
+    assert whole.faces == [] and whole.array.shape == rgb.shape
+    assert psnr(whole.array, rgb) > 30  # bicubic x4 then area x1/4 round trip
+    denoise = restore_array(rgb, task="denoising", restorer=identity, whole_image=True)
+    assert np.abs(denoise.array - rgb).max() < 1e-6
+
+
+def test_aligned_input_skips_detection() -> None:
+    rgb = load("astronaut.png")
+    face = shared_detector().detect(rgb)[0]
+    from elir_cli.alignment import align_face, alignment_matrix
+
+    crop = align_face(rgb, alignment_matrix(face.landmarks, 512), 512)
+    result = restore_array(crop, restorer=identity, aligned=True)
+    assert len(result.faces) == 1 and np.abs(result.array - crop).max() < 1e-5
+
+
+def test_restore_image_pil_in_pil_out() -> None:
+    image = Image.open("tests/data/photos/faces/camera.png")  # mode L
+    result = elir_cli.restore_image(image, restorer=identity, detector=shared_detector())
+    assert result.image.mode == "RGB" and result.image.size == image.size
+    assert result.faces[0].to_dict()["index"] == 0
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"upscale": 0}, "upscale"),
+    ({"upscale": 2.5}, "upscale"),
+    ({"batch_size": 0}, "batch size"),
+    ({"bg_task": "bfr"}, "background task"),
+    ({"mask": np.zeros((10, 10), bool)}, "mask"),
+    ({"aligned": True, "whole_image": True}, "exclude"),
+    ({"fidelity": 2.0}, "fidelity"),
+])
+def test_bad_options_are_usage_errors(options: dict, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        restore_array(load("astronaut.png"), restorer=identity, **options)
+
+
+def test_inpainting_mask_must_fit_the_photo() -> None:
+    with pytest.raises(UsageError, match="mask"):
+        restore_array(load("astronaut.png"), task="inpainting", restorer=identity, mask=np.zeros((10, 10), bool))
+
+
+def test_restorer_with_wrong_shape_is_an_error() -> None:
+    with pytest.raises(ValueError, match="restorer must return"):
+        restore_array(load("astronaut.png"), restorer=lambda x: x[:, :, :10], detector=shared_detector())
