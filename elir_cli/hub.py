@@ -210,6 +210,9 @@ def _hub_download(t: Task, repo: str, revision: str, progress: bool) -> Path:
 
     where = f"{repo}@{revision}/{t.hub_filename}"
     offline = is_offline()
+    if not offline and not _host_resolves(hub_endpoint() or DEFAULT_HUB_URL):
+        # No DNS answer is final: skip huggingface_hub's ~25 s of retries.
+        raise _HubMiss(f"cannot reach the hub for {where} (its host name does not resolve)", unreachable=True)
     try:
         return Path(hf_hub_download(
             repo_id=repo, filename=t.hub_filename, revision=revision,
@@ -240,6 +243,21 @@ def _hub_download(t: Task, repo: str, revision: str, progress: bool) -> Path:
                             hint="run the command again; the download resumes") from None
     except OSError as exc:
         raise os_error(exc, where, str(hub_cache_dir())) from None
+
+
+def _host_resolves(url: str) -> bool:
+    """Whether the URL's host name resolves (a missing network answers at once)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return True
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
 
 
 def _checked_hub_file(t: Task, path: Path, repo: str) -> Path:

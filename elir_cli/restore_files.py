@@ -134,6 +134,15 @@ class FileRestorer:
         self.weights_sha256: str | None = None
 
     # -- loading, once ---------------------------------------------------------
+    def prepare(self) -> None:
+        """Load the model, the detector and the background model now, so that a
+        missing download fails once, before any file, not once per file."""
+        _ = self.model
+        if self.settings.bg_task:
+            _ = self.bg_model
+        if get_task(self.settings.task).kind == "face" and not self.settings.aligned:
+            _ = self.detector
+
     @property
     def model(self) -> "ElirModel":
         if self._model is None:

@@ -7,6 +7,8 @@ and the registry is the tiny manifest (ELIR_MANIFEST).
 
 from __future__ import annotations
 
+import time
+
 import json
 import os
 import subprocess
@@ -206,6 +208,18 @@ def test_hub_miss_falls_back_to_release_and_converts_once(miss: str, hub_server:
     assert (len(hub_server.log), len(release_server.log)) == before
     model = load_model("sr")
     assert model.config.k_steps == 3 and model.config.hid_channels == 32
+
+
+def test_unresolvable_hub_falls_back_to_release_at_once(release_server: ReleaseServer, tiny_manifest: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # ".invalid" never resolves (RFC 2606): no DNS answer means no hub, without retries.
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.elir-cli.invalid")
+    release_server.add(release_path("sr"), tiny_files("sr")["pth"])
+    started = time.monotonic()
+    path = hub.ensure_task_weights("sr")
+    assert time.monotonic() - started < 10  # huggingface_hub's own retries would take ~25 s
+    assert cache.read_record("tasks", "sr").source == "release"
+    assert path.exists()
 
 
 def write_file(path: Path, data: bytes) -> Path:

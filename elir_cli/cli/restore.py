@@ -96,6 +96,7 @@ def restore(
 
     restorer = FileRestorer(settings, log=console.print)
     console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+    restorer.prepare()
     records = []
     failed = 0
     if use_stdin:
@@ -188,6 +189,7 @@ def batch(
     items = plan_batch(folder, output, suffix=suffix)
     restorer = FileRestorer(settings, log=console.print)
     console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
+    restorer.prepare()
     progress = _progress(console, enabled=not as_json and not quiet)
     with progress:
         task_id = progress.add_task("Restoring", total=len(items))
