@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-COMMANDS = (("--help",), ("--version",), ("models", "list"))
+COMMANDS = (("--help",), ("--version",), ("models", "list"), ("restore", "--help"), ("batch", "--help"))
 TARGET_S = 0.5
 DEFAULT_RUNS = 10
 DEFAULT_OUT = Path(__file__).parent / "results" / "cold_start.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 RESIDUAL_SCALE = 0.2
 
@@ -24,7 +25,10 @@ class ConvAct(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        h = self.block[0](x)
+        if len(self.block) > 1:  # SiLU in place on the fresh conv output when no gradient is kept
+            h = F.silu(h, inplace=not torch.is_grad_enabled())
+        return h
 
 
 class ResidualDenseBlock(nn.Module):
@@ -44,7 +48,7 @@ class ResidualDenseBlock(nn.Module):
         x3 = self.conv3(torch.cat((x, x1, x2), 1))  # (B, C+2G, h, w)
         x4 = self.conv4(torch.cat((x, x1, x2, x3), 1))  # (B, C+3G, h, w)
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))  # (B, C+4G, h, w) -> (B, C, h, w)
-        return RESIDUAL_SCALE * x5 + x
+        return x5.mul_(RESIDUAL_SCALE).add_(x)
 
 
 class RRDB(nn.Module):

@@ -339,6 +339,8 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
             raise UsageError(f"no files match {pattern!r}", hint="check the pattern (quote it to let elir expand it)")
         for match in matches:
             path = Path(match)
+            if not path.exists():
+                raise UsageError(f"no such file: {path}", hint="check the name (quote globs to let elir expand them)")
             if path.is_dir():
                 raise UsageError(f"{path} is a folder", hint=f"use: elir batch {path} -o OUT")
             key = path.resolve()

@@ -50,7 +50,8 @@ class ConvBlock(nn.Module):
         self.block = nn.Sequential(nn.GroupNorm(GROUPS, n_in), nn.SiLU(), nn.Conv2d(n_in, n_out, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        h = F.silu(self.block[0](x), inplace=not torch.is_grad_enabled())  # on the fresh norm output
+        return self.block[2](h)
 
 
 class ResidualBlock(nn.Module):
@@ -65,9 +66,10 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.block1(x)
-        h = h + self.mlp(emb)[:, :, None, None]  # (B|1, out) broadcast over H, W
+        h += self.mlp(emb)[:, :, None, None]  # (B|1, out) broadcast over H, W
         h = self.block2(h)
-        return h + self.conv2d(x)
+        h += self.conv2d(x)
+        return h
 
 
 class Downsample(nn.Module):

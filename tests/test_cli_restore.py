@@ -159,3 +159,41 @@ def test_bad_usage_is_one_line(args: tuple[str, ...], expect: str, tmp_path: Pat
     err = result.stderr.decode()
     assert result.returncode != 0 and "Traceback" not in err
     assert expect.lower() in err.lower(), err
+
+
+def test_save_faces_compare_and_upscale(tiny_denoising: Path, tmp_path: Path) -> None:
+    src = PHOTOS / "faces" / "grace_hopper.jpg"
+    result = run_elir("restore", str(src), "-o", str(tmp_path / "out.png"), "--weights", str(tiny_denoising),
+                      "--upscale", "2", "--compare", "--save-faces", str(tmp_path / "crops"), *COMMON)
+    assert result.returncode == 0, result.stderr.decode()
+    with Image.open(src) as im:
+        width, height = im.size
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (2 * width, 2 * height)
+    with Image.open(tmp_path / "out_compare.png") as cmp:
+        assert cmp.size == (4 * width, 2 * height)
+    for which in ("before", "after"):
+        crops = sorted((tmp_path / "crops" / "grace_hopper" / which).iterdir())
+        assert [c.name for c in crops] == ["face_000.png"]
+        with Image.open(crops[0]) as crop:
+            assert crop.size == (256, 256)  # the denoising task's aligned crop
+
+
+def test_aligned_input_skips_detection(tiny_denoising: Path, tmp_path: Path) -> None:
+    crop = tmp_path / "crop.png"
+    Image.new("RGB", (256, 256), (120, 100, 90)).save(crop)  # no face a detector would find
+    result = run_elir("restore", str(crop), "-o", str(tmp_path / "out.png"), "--weights", str(tiny_denoising),
+                      "--aligned", *COMMON)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["files"][0]["faces"] == 1
+    without = run_elir("restore", str(crop), "-o", str(tmp_path / "out2.png"), "--weights", str(tiny_denoising),
+                       *COMMON)
+    assert json.loads(without.stdout)["files"][0]["faces"] == 0  # no face: passed through, not an error
+    assert without.returncode == 0
+
+
+def test_weights_for_another_task_are_refused(tiny_denoising: Path, tmp_path: Path) -> None:
+    result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(tmp_path / "o.png"),
+                      "--weights", str(tiny_denoising), "--task", "bfr")
+    assert "denoising" in assert_one_line_error(result)
+    assert not (tmp_path / "o.png").exists()

@@ -91,3 +91,20 @@ def test_steps_override_k(model) -> None:
 def test_bad_input_is_named(model, bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="x must"):
         model(bad)
+
+
+@pytest.mark.parametrize("hw", [(4, 6), (7, 5), (16, 16)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_upsample_conv_equals_upsample_then_conv(hw: tuple[int, int], channels_last: bool) -> None:
+    from torch.nn import functional as F
+
+    from elir_cli.autoencoder import upsample_conv
+
+    x = torch.randn(2, 8, *hw)
+    w = torch.randn(5, 8, 3, 3)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    plain = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, padding=1)
+    fused = upsample_conv(x, w)
+    assert fused.shape == plain.shape
+    assert (fused - plain).abs().max().item() < 1e-4
