@@ -21,7 +21,7 @@ app = typer.Typer(
     name="models",
     help="List, download, import and check the ELIR weights (cached under $ELIR_CACHE / $HF_HOME).",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]

@@ -14,27 +14,30 @@ from .console import stderr_console
 
 STDIO = "-"
 
-RESTORE_EPILOG = """\
-[bold]Examples[/]
-
-  elir restore photo.jpg                       [dim]# writes photo_restored.jpg[/]
-  elir restore *.jpg -o restored/ --seed 1     [dim]# many files into a folder[/]
-  elir restore old.png --upscale 2 --compare   [dim]# plus a before/after image[/]
-  cat in.jpg | elir restore - > out.jpg        [dim]# stdin to stdout[/]
+# "\b" keeps click from re-wrapping the example lines.
+RESTORE_EPILOG = """\b
+Examples:
+  elir restore photo.jpg                       # writes photo_restored.jpg
+  elir restore *.jpg -o restored/ --seed 1     # many files into a folder
+  elir restore old.png --upscale 2 --compare   # plus a before/after image
+  cat in.jpg | elir restore - > out.jpg        # stdin to stdout
 """
 
-BATCH_EPILOG = """\
-[bold]Examples[/]
-
-  elir batch scans/ -o restored/               [dim]# mirror the tree; rerun to resume[/]
-  elir batch scans/ -o out/ --report run.json  [dim]# per-file status and timings[/]
+BATCH_EPILOG = """\b
+Examples:
+  elir batch scans/ -o restored/               # mirror the tree; rerun to resume
+  elir batch scans/ -o out/ --report run.json  # per-file status and timings
 """
 
 
-def _settings(**values: Any):  # type: ignore[no-untyped-def]
+def _settings(options: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """The command's parameters (its ``locals()``) as :class:`RestoreSettings`."""
+    from dataclasses import fields
+
     from ..restore_files import RestoreSettings, parse_face_indices
 
-    values["face_indices"] = parse_face_indices(values.pop("faces"))
+    values = {f.name: options[f.name] for f in fields(RestoreSettings) if f.name in options}
+    values["face_indices"] = parse_face_indices(options["faces"])
     for key in ("task", "device", "precision", "ext"):
         values[key] = values[key].value
     return RestoreSettings(**values)
@@ -74,12 +77,7 @@ def restore(
     from ..errors import UsageError
     from ..restore_files import FileRestorer, expand_inputs, output_name_for
 
-    settings = _settings(task=task, weights=weights, steps=steps, fidelity=fidelity, seed=seed,
-                         device=device, precision=precision, batch_size=batch_size, upscale=upscale,
-                         bg_task=bg_task, aligned=aligned, only_center_face=only_center_face, faces=faces,
-                         max_faces=max_faces, min_face_size=min_face_size, det_threshold=det_threshold,
-                         save_faces=save_faces, compare=compare, suffix=suffix, ext=ext, quality=quality,
-                         overwrite=overwrite, max_pixels=max_pixels)
+    settings = _settings(locals())
     console = stderr_console(quiet=quiet)
     use_stdin = inputs == [STDIO]
     if STDIO in inputs and not use_stdin:
@@ -179,12 +177,7 @@ def batch(
     from ..batch import plan_batch, run_batch, write_report
     from ..restore_files import FileRestorer
 
-    settings = _settings(task=task, weights=weights, steps=steps, fidelity=fidelity, seed=seed,
-                         device=device, precision=precision, batch_size=batch_size, upscale=upscale,
-                         bg_task=bg_task, aligned=aligned, only_center_face=only_center_face, faces=faces,
-                         max_faces=max_faces, min_face_size=min_face_size, det_threshold=det_threshold,
-                         save_faces=save_faces, compare=compare, suffix=suffix, ext=ext, quality=quality,
-                         overwrite=overwrite, max_pixels=max_pixels)
+    settings = _settings(locals())
     console = stderr_console(quiet=quiet)
     items = plan_batch(folder, output, suffix=suffix)
     restorer = FileRestorer(settings, log=console.print)
