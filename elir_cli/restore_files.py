@@ -180,13 +180,22 @@ class FileRestorer:
             self._detector = FaceDetector(self.settings.detector or DEFAULT_DETECTOR, device=self.runtime.device)
         return self._detector
 
+    def faster_precision_hint(self) -> str | None:
+        """A tip when the CPU could run bf16 (AMX/AVX512-BF16) but fp32 was chosen."""
+        from .runtime import cpu_supports_bf16
+
+        if self.runtime.device.type == "cpu" and self.runtime.compute_dtype is None and cpu_supports_bf16():
+            return "this CPU runs bf16 natively: --precision bf16 is about 2-3x faster (results differ slightly)"
+        return None
+
     def describe(self) -> dict[str, Any]:
         """The settings that decide the output bytes, for reports."""
         s = self.settings
         return {
             "task": s.task, "weights": str(self.weights_path) if self.weights_path else None,
             "weights_sha256": self.weights_sha256, "seed": s.seed,
-            "steps": s.steps if s.steps is not None else get_task(s.task).model.k_steps,
+            "steps": s.steps if s.steps is not None else (
+                self._model.config.k_steps if self._model is not None else get_task(s.task).model.k_steps),
             "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
             "device": self.runtime.describe(), "batch_size": s.batch_size,
         }

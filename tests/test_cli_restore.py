@@ -197,3 +197,16 @@ def test_weights_for_another_task_are_refused(tiny_denoising: Path, tmp_path: Pa
                       "--weights", str(tiny_denoising), "--task", "bfr")
     assert "denoising" in assert_one_line_error(result)
     assert not (tmp_path / "o.png").exists()
+
+
+def test_report_names_the_model_actually_used(tmp_path: Path) -> None:
+    from cli_helpers import tiny_weights
+
+    weights = tiny_weights(tmp_path, "bfr")  # K = 3, while the bfr task's K is 5
+    result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(tmp_path / "o.png"),
+                      "--weights", str(weights), "--seed", "0", "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["steps"] == 3
+    assert settings["weights_sha256"] == sha256(weights)
+    assert settings["device"] == "cpu (fp32)"

@@ -94,6 +94,7 @@ def restore(
 
     restorer = FileRestorer(settings, log=console.print)
     console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+    _tip(console, restorer)
     restorer.prepare()
     records = []
     failed = 0
@@ -125,6 +126,12 @@ def restore(
                 typer.echo(r.output)
     if failed:
         raise typer.Exit(1)
+
+
+def _tip(console, restorer) -> None:  # type: ignore[no-untyped-def]
+    hint = restorer.faster_precision_hint()
+    if hint:
+        console.print(f"[dim]Tip: {hint}[/]")
 
 
 def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
@@ -182,6 +189,7 @@ def batch(
     items = plan_batch(folder, output, suffix=suffix)
     restorer = FileRestorer(settings, log=console.print)
     console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
+    _tip(console, restorer)
     restorer.prepare()
     progress = _progress(console, enabled=not as_json and not quiet)
     with progress:
