@@ -123,6 +123,8 @@ def warp_affine(src: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int], 
         m = np.hstack([m[:, :2] @ to_old[:, :2], (m[:, :2] @ to_old[:, 2] + m[:, 2])[:, None]])
     flags = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}[interpolation]
     border_mode = {"reflect": cv2.BORDER_REFLECT101, "zero": cv2.BORDER_CONSTANT}[border]
+    if border_mode == cv2.BORDER_REFLECT101 and min(sub.shape[:2]) < 2:
+        border_mode = cv2.BORDER_REPLICATE  # OpenCV's reflect never returns on a 1-px side
     out = cv2.warpAffine(np.ascontiguousarray(sub), m, (out_w, out_h), flags=flags,
                          borderMode=border_mode, borderValue=0)
     if src.ndim == 3 and out.ndim == 2:

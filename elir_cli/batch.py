@@ -71,17 +71,30 @@ def plan_batch(root: Path, out: Path, *, suffix: str = "") -> list[BatchItem]:
     root_r, out_r = root.resolve(), out.resolve()
     if root_r == out_r:
         raise UsageError("the output folder is the input folder", hint="choose another -o folder")
+    if root_r.is_relative_to(out_r):
+        raise UsageError("the input folder is inside the output folder; outputs could replace inputs",
+                         hint="choose an -o folder outside the input folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder", hint="give a folder with -o")
     exclude = out_r if out_r.is_relative_to(root_r) else None
     found = [p for p in _walk(root, exclude) if is_image_file(p)]
-    stems: dict[Path, int] = {}
+    counts: dict[Path, int] = {}
     for path in found:
-        key = path.relative_to(root).with_name(path.stem)
-        stems[key] = stems.get(key, 0) + 1
+        key = path.relative_to(root).with_name(path.stem.lower())
+        counts[key] = counts.get(key, 0) + 1
+    taken: set[Path] = set()
     items = []
     for path in found:
         rel = path.relative_to(root)
-        stem = path.stem if stems[rel.with_name(path.stem)] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
-        items.append(BatchItem(src=path, relative=rel, output=OutputName(out / rel.parent / (stem + suffix))))
+        stem = path.stem
+        if counts[rel.with_name(stem.lower())] > 1:  # a.jpg and a.png: both keep their extension
+            stem = f"{path.stem}_{path.suffix.lstrip('.')}"
+        candidate, n = stem, 1
+        while (rel.parent / (candidate + suffix).lower()) in taken:  # still taken: number it
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(rel.parent / (candidate + suffix).lower())
+        items.append(BatchItem(src=path, relative=rel, output=OutputName(out / rel.parent / (candidate + suffix))))
     return items
 
 

@@ -11,6 +11,8 @@ H and W; it is reflect-padded to ``pad_multiple`` and the output cropped back.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -105,10 +107,10 @@ class ElirModel(nn.Module):
         weight = self.enc.layers[0].weight
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
-    def _autocast(self, device: torch.device) -> torch.autocast:
-        dtype = self.compute_dtype
-        return torch.autocast(device_type=device.type, dtype=dtype or torch.float32,
-                              enabled=dtype is not None)
+    def _autocast(self, device: torch.device) -> "contextlib.AbstractContextManager[object]":
+        if self.compute_dtype is None:  # no autocast object at all: older torch lacks one for MPS
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.compute_dtype)
 
     @torch.inference_mode()
     def restore(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import ElirError, UsageError
+from .errors import ElirError, OutputExistsError, UsageError
 from .tasks import get_task
 
 if TYPE_CHECKING:
@@ -75,6 +75,20 @@ class RestoreSettings:
             raise UsageError(f"--upscale must be positive, got {self.upscale}")
         if not 1 <= self.quality <= 100:
             raise UsageError(f"--quality must be between 1 and 100, got {self.quality}")
+        from .pipeline import BG_TASKS
+
+        spec = get_task(self.task)
+        if self.bg_task is not None:
+            if self.bg_task not in BG_TASKS:
+                raise UsageError(f"--bg-task {self.bg_task!r} is not a background task",
+                                 hint=f"use one of: {', '.join(BG_TASKS)}")
+            if spec.kind != "face" or self.aligned:
+                raise UsageError("--bg-task only applies to face tasks on whole photos",
+                                 hint="drop --bg-task (bsr and --aligned restore the whole image)")
+        if self.aligned and spec.kind != "face":
+            raise UsageError(f"--aligned is for face tasks; {self.task} restores whole photos")
+        if self.det_threshold is not None and not 0.0 < self.det_threshold < 1.0:
+            raise UsageError(f"--det-threshold must be between 0 and 1 (exclusive), got {self.det_threshold}")
 
 
 @dataclass
@@ -232,12 +246,15 @@ class FileRestorer:
         Never raises an :class:`ElirError`: it is recorded as a failure.
         """
         from .imageio import DEFAULT_MAX_PIXELS, make_output, read_image
-        from .imagewrite import choose_format, encode_image, output_suffix, write_image
+        from .imagewrite import SUFFIX_FORMATS, choose_format, encode_image, format_losses, output_suffix, write_image
 
         s = self.settings
         record = FileRecord(input=display_name or str(src))
         started = time.perf_counter()
         try:
+            if dst is not None and not s.overwrite and (existing := dst.existing()) is not None:
+                raise OutputExistsError(f"output {existing} already exists",
+                                        hint="pass --overwrite to replace it, or choose another name")
             image = read_image(data if data is not None else src,  # type: ignore[arg-type]
                                max_pixels=s.max_pixels or DEFAULT_MAX_PIXELS)
             record.warnings.extend(image.warnings)
@@ -256,6 +273,8 @@ class FileRestorer:
             else:
                 target = dst.path if dst.exact else dst.path.with_name(
                     dst.path.name + output_suffix(choose_format(output, s.ext)))
+                record.warnings.extend(format_losses(output, SUFFIX_FORMATS.get(target.suffix.lower())
+                                                     or choose_format(output, s.ext)))
                 written = write_image(output, target, ext=s.ext, quality=s.quality, overwrite=s.overwrite,
                                       source_path=src)
                 record.output = str(written)
@@ -269,8 +288,22 @@ class FileRestorer:
             record.error = exc.message
             record.hint = exc.hint
             payload = None
+        except (MemoryError, RuntimeError, ValueError, OSError) as exc:  # one file never stops the rest
+            if os.environ.get("ELIR_DEBUG") == "1":
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            record.status = "failed"
+            record.error = f"{record.input}: {type(exc).__name__}: {first}"
+            record.hint = ("out of memory: try a smaller --upscale or --batch-size" if _is_oom(exc)
+                           else "rerun with --debug for the traceback and report it")
+            payload = None
         record.seconds = round(time.perf_counter() - started, 3)
         return record, payload
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "insufficient memory" in text
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -326,14 +359,39 @@ class OutputName:
         return None
 
 
-def output_name_for(src: Path, *, out: Path | None, suffix: str, many: bool) -> OutputName:
-    """Where ``elir restore`` writes ``src``: next to it with ``suffix``, into folder ``out``, or to ``out``."""
+def output_name_for(src: Path, *, out: str | None, suffix: str, many: bool) -> OutputName:
+    """Where ``elir restore`` writes ``src``: next to it with ``suffix``, into folder ``out``
+    (several inputs, an existing folder, or a name ending in a slash), or to the file ``out``."""
     stem = src.stem + suffix
     if out is None:
         return OutputName(src.with_name(stem))
-    if many or out.is_dir() or str(out).endswith(os.sep):
-        return OutputName(out / stem)
-    return OutputName(out, exact=True)
+    folder = Path(out)
+    if many or folder.is_dir() or out.endswith(("/", os.sep)):
+        return OutputName(folder / stem)
+    return OutputName(folder, exact=True)
+
+
+def check_destinations(pairs: Sequence[tuple[Path, "OutputName"]]) -> None:
+    """Refuse, before any work, outputs that collide with each other or with any input."""
+    inputs = {src.resolve() for src, _ in pairs}
+    seen: dict[Path, Path] = {}
+    for src, name in pairs:
+        key = name.path.resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {src} would both be written to {name.path}.*",
+                             hint="restore them into different folders, or rename one")
+        seen[key] = src
+        if name.exact and key in inputs:
+            raise UsageError(f"output {name.path} is one of the inputs; refusing to replace it",
+                             hint="choose another output name or folder")
+        if not name.exact:
+            from .imagewrite import SUFFIX_FORMATS
+
+            clash = [p for p in inputs if p.parent == key.parent and p.stem == key.name
+                     and p.suffix.lower() in SUFFIX_FORMATS]
+            if clash:
+                raise UsageError(f"the output for {src} could replace the input {clash[0]}",
+                                 hint="use another --suffix or output folder")
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:

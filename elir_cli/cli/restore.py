@@ -75,7 +75,7 @@ def restore(
 ) -> None:
     """Restore photos: detect faces, restore them with ELIR, paste them back."""
     from ..errors import UsageError
-    from ..restore_files import FileRestorer, expand_inputs, output_name_for
+    from ..restore_files import FileRestorer, check_destinations, expand_inputs, output_name_for
 
     settings = _settings(locals())
     console = stderr_console(quiet=quiet)
@@ -88,9 +88,14 @@ def restore(
         raise UsageError("only one image can be written to standard output", hint="use -o FOLDER")
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write image bytes to a terminal", hint="redirect the output (> out.png) or use -o FILE")
-    out = None if output in (None, STDIO) else Path(output)
-    if out is not None and len(files) > 1 and out.exists() and not out.is_dir():
+    out = None if output in (None, STDIO) else output
+    if out is not None and len(files) > 1 and Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"{out} is a file but there are {len(files)} inputs", hint="give a folder with -o")
+    if to_stdout and (compare or as_json):
+        raise UsageError("--compare and --json need files, not standard output", hint="use -o FILE")
+    destinations = [] if to_stdout else [
+        (src, output_name_for(src, out=out, suffix=suffix, many=len(files) > 1)) for src in files]
+    check_destinations(destinations)
 
     restorer = FileRestorer(settings, log=console.print)
     console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
@@ -107,9 +112,9 @@ def restore(
             sys.stdout.buffer.write(payload)
             sys.stdout.buffer.flush()
     else:
+        named = dict(destinations)
         for src in files:
-            dst = None if to_stdout else output_name_for(src, out=out, suffix=suffix, many=len(files) > 1)
-            record, payload = restorer.restore_file(src, dst)
+            record, payload = restorer.restore_file(src, None if to_stdout else named[src])
             records.append(record)
             if payload is not None:
                 sys.stdout.buffer.write(payload)
