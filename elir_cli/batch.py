@@ -110,7 +110,8 @@ def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
                 record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
                                     hint="output exists (use --overwrite to redo it)")
             else:
-                record, _ = restorer.restore_file(item.src, item.output)
+                faces_key = (item.relative.parent / item.output.path.name).as_posix()
+                record, _ = restorer.restore_file(item.src, item.output, faces_key=faces_key)
             summary.records.append(record)
             if on_done is not None:
                 on_done(record)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -240,7 +240,8 @@ class FileRestorer:
         )
 
     def restore_file(self, src: Path | None, dst: "OutputName | None", *, data: bytes | None = None,
-                     display_name: str | None = None) -> tuple[FileRecord, bytes | None]:
+                     display_name: str | None = None, faces_key: str | None = None
+                     ) -> tuple[FileRecord, bytes | None]:
         """Restore ``src`` (or ``data``) into ``dst`` (or return the bytes when ``dst`` is None).
 
         Never raises an :class:`ElirError`: it is recorded as a failure.
@@ -260,8 +261,9 @@ class FileRestorer:
             record.warnings.extend(image.warnings)
             faces_dir = None
             if s.save_faces:
-                stem = (src.stem if src is not None else "stdin")
-                faces_dir = Path(s.save_faces) / stem
+                # keyed by the output's name (unique within a run); a batch passes the mirrored path
+                key = faces_key or ((dst.path.stem if dst.exact else dst.path.name) if dst is not None else "stdin")
+                faces_dir = Path(s.save_faces) / key
             result = self.restore_decoded(image, faces_dir=faces_dir)
             output = make_output(image, result.array)
             record.faces = len(result.faces)
@@ -279,7 +281,8 @@ class FileRestorer:
                                       source_path=src)
                 record.output = str(written)
                 if s.compare:
-                    compare = make_output(image, side_by_side(image.rgb, result.array))
+                    # without alpha: the input's alpha cannot be stretched over two panels
+                    compare = replace(make_output(image, side_by_side(image.rgb, result.array)), alpha=None)
                     write_image(compare, written.with_name(written.stem + COMPARE_SUFFIX + written.suffix),
                                 ext=s.ext, quality=s.quality, overwrite=s.overwrite, source_path=src)
             record.status = "restored"
