@@ -129,16 +129,13 @@ def select_faces(
 
 
 def detector_weights(name: str) -> Path:
-    """The weights file of a registry detector: bundled, or fetched into our cache."""
-    from .tasks import load_manifest, weights_dir
+    """The verified weights file of a registry detector: bundled, or fetched into our cache."""
+    from .hub import ensure_detector_weights
+    from .tasks import load_manifest
 
     detectors = load_manifest().detectors
     if name not in detectors:
         raise UsageError(f"unknown face detector {name!r}", hint=f"choose one of: {', '.join(detectors)}")
-    spec = detectors[name]
-    if spec.bundled:
-        return weights_dir() / spec.bundled
-    from .hub import ensure_detector_weights
 
     return Path(ensure_detector_weights(name))
 

@@ -55,12 +55,9 @@ class RestoreResult:
         """The restored photo as an 8-bit RGB PIL image."""
         from PIL import Image
 
+        from .imageio import to_uint8
+
         return Image.fromarray(to_uint8(self.array), mode="RGB")
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    """float [0,1] -> uint8, rounded."""
-    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def pil_to_array(image: "Image.Image") -> np.ndarray:
