@@ -1,17 +1,30 @@
 """ELIR speed on this machine: eager reference vs our optimised path, per task.
 
-Times, in one process and one run (medians of --runs after a warm-up, with
-min and max):
+Times, in one run (medians of --runs after a warm-up, with min and max):
 
-- a large float32 matmul, as the machine's practical peak (GFLOP/s);
+- a large float32 matmul into a preallocated output, as the machine's
+  practical peak (GFLOP/s);
 - the plain eager reference forward (tests/reference_elir.py: NCHW, no
-  allocator tuning), per task at its native size;
+  allocator tuning, PyTorch's default settings), per task at its native size;
 - the GFPGAN v1.4 architecture (spandrel's GFPGANv1Clean, random weights) on a
   512 face, which users compare us with;
-- our optimised path (runtime.prepare_model: channels-last, tuned allocator,
-  inference mode), per task, with its stages (encoder, coarse estimator, one
-  vector-field step, decoder), FLOPs and GFLOP/s against the matmul peak,
-  and the largest difference to the reference output.
+- our optimised path (as the CLI runs it: huge pages, tuned allocator,
+  channels-last, inference mode), per task, with its stages (encoder, coarse
+  estimator, one vector-field step, decoder), FLOPs and GFLOP/s against the
+  matmul peak, the largest difference to the reference output, and bf16.
+
+The machine is shared and its speed drifts by tens of percent within
+minutes, so the contenders are timed round-robin: each round runs the
+matmul, ours, the eager reference and GFPGAN once, one after the other, so
+a slow period slows all of them. The eager reference runs in a child process
+started with PyTorch's defaults (no huge pages, glibc's default allocator),
+driven in lockstep by this one: the settings a user of the authors' code
+gets, which one process cannot have next to ours (both are process-wide and
+fixed at start-up). The parent waits while the child runs.
+
+"%peak" is the median run against the best matmul of the whole benchmark
+(the conservative figure); "paired" is the median over rounds of each run's
+rate against that round's matmul.
 
 Random weights: speed does not depend on their values. Prints a table and
 writes JSON (--json). Run: python benchmarks/bench_model.py [--tasks bfr]
@@ -21,14 +34,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import platform
 import resource
 import statistics
 import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
+import elir_cli  # noqa: F401  (first, as in the CLI: it requests huge pages before torch allocates)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -36,15 +53,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference_elir import reference_forward  # noqa: E402
 
 from elir_cli.model import ElirModel  # noqa: E402
-from elir_cli.runtime import cpu_supports_bf16, prepare_model, resolve_runtime, tune_cpu_allocator  # noqa: E402
+from elir_cli.runtime import cpu_supports_bf16, prepare_model, resolve_runtime  # noqa: E402
 from elir_cli.tasks import get_task, task_names  # noqa: E402
 
 NATIVE_SIZE = {"bfr": 512, "sr": 256, "denoising": 256, "inpainting": 256, "bsr": 256}
 MATMUL_N = 4096
 EQUAL_TOL = 1e-4
+Stats = dict[str, object]
 
 
-def timed(fn: Callable[[], object], runs: int, warmup: int = 1) -> dict[str, float]:
+def stats_of(times: list[float]) -> Stats:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times}
+
+
+def timed(fn: Callable[[], object], runs: int, warmup: int = 1) -> Stats:
     for _ in range(warmup):
         fn()
     times = []
@@ -52,14 +74,110 @@ def timed(fn: Callable[[], object], runs: int, warmup: int = 1) -> dict[str, flo
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+    return stats_of(times)
 
 
-def matmul_peak(runs: int) -> float:
-    """The best rate of a large fp32 matmul: the practical peak (a shared machine only slows it)."""
-    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
-    t = timed(lambda: a @ b, runs=max(runs, 5), warmup=2)
-    return 2 * MATMUL_N**3 / t["min"] / 1e9
+def once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class MatmulProbe:
+    """A large matmul into a preallocated output: the machine's practical peak.
+
+    ``rate()`` times one product (GFLOP/s); ``best`` is the best rate seen,
+    since a shared machine only ever slows it down.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        self.a = torch.randn(MATMUL_N, MATMUL_N).to(dtype)
+        self.b = torch.randn(MATMUL_N, MATMUL_N).to(dtype)
+        self.out = torch.empty(MATMUL_N, MATMUL_N, dtype=dtype)
+        self.rates: list[float] = []
+        for _ in range(2):
+            torch.matmul(self.a, self.b, out=self.out)
+
+    def rate(self) -> float:
+        rate = 2 * MATMUL_N**3 / once(lambda: torch.matmul(self.a, self.b, out=self.out)) / 1e9
+        self.rates.append(rate)
+        return rate
+
+    @property
+    def best(self) -> float:
+        return max(self.rates)
+
+
+def task_inputs(task: str) -> tuple[ElirModel, torch.Tensor, torch.Tensor]:
+    """The task's full-size model with seeded random weights, and a seeded input and noise."""
+    size = NATIVE_SIZE[task]
+    torch.manual_seed(0)
+    model = ElirModel(get_task(task).model).eval()
+    gen = torch.Generator().manual_seed(1)
+    return model, torch.rand(1, 3, size, size, generator=gen), torch.randn(1, 16, size // 8, size // 8, generator=gen)
+
+
+# -- the eager reference, in a child process with PyTorch's defaults ----------------
+
+def reference_worker(conn: Connection, tasks: list[str], threads: int) -> None:
+    """Serve ``("run", task)`` -> seconds and ``("output", task)`` -> y until ``None``."""
+    torch.set_num_threads(threads)
+    runs = {}
+    for task in tasks:
+        model, x, noise = task_inputs(task)
+        sd = {k: v.detach() for k, v in model.state_dict().items()}
+        cfg = model.config
+        runs[task] = lambda sd=sd, x=x, noise=noise, cfg=cfg: reference_forward(
+            sd, x, noise, k_steps=cfg.k_steps, sigma_s=cfg.sigma_s)
+    conn.send("ready")
+    with torch.inference_mode():
+        while (request := conn.recv()) is not None:
+            kind, task = request
+            conn.send(once(runs[task]) if kind == "run" else runs[task]())
+
+
+class ReferenceProcess:
+    """The lockstep child: PyTorch's defaults, not this process's tuned allocator or huge pages."""
+
+    def __init__(self, tasks: list[str], threads: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        saved = {k: os.environ.get(k) for k in ("THP_MEM_ALLOC_ENABLE", "ELIR_NO_THP")}
+        os.environ.update({"THP_MEM_ALLOC_ENABLE": "0", "ELIR_NO_THP": "1"})  # inherited at spawn
+        try:
+            self.process = ctx.Process(target=reference_worker, args=(child, tasks, threads), daemon=True)
+            self.process.start()
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+        if self.conn.recv() != "ready":
+            raise RuntimeError("the reference process did not start")
+
+    def run(self, task: str) -> float:
+        self.conn.send(("run", task))
+        return self.conn.recv()
+
+    def output(self, task: str) -> torch.Tensor:
+        self.conn.send(("output", task))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.process.join(timeout=30)
+
+
+# -- contenders in this process -------------------------------------------------------
+
+def gfpgan_v14() -> Callable[[], object] | None:
+    try:
+        from spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch import GFPGANv1Clean
+    except ImportError:
+        return None
+    net = GFPGANv1Clean(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
+                        fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1,
+                        sft_half=True).eval()
+    x = torch.rand(1, 3, 512, 512) * 2 - 1
+    return lambda: net(x, return_rgb=False)
 
 
 def flops_of(fn: Callable[[], object]) -> float:
@@ -74,122 +192,141 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def gfpgan_v14(runs: int) -> dict[str, float] | None:
-    try:
-        from spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch import GFPGANv1Clean
-    except ImportError:
+def bf16_run(model: ElirModel, x: torch.Tensor, noise: torch.Tensor, y: torch.Tensor, runs: int) -> Stats | None:
+    """bf16 autocast timing and its largest difference to the fp32 output (None without CPU bf16)."""
+    if not cpu_supports_bf16():
         return None
-    net = GFPGANv1Clean(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
-                        fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1,
-                        sft_half=True).eval()
-    x = torch.rand(1, 3, 512, 512) * 2 - 1
+    model.compute_dtype = torch.bfloat16
+    try:
+        stats = timed(lambda: model(x, noise=noise), runs)
+        stats["max_abs_diff_vs_fp32"] = (model(x, noise=noise) - y).abs().max().item()
+    finally:
+        model.compute_dtype = None
+    return stats
+
+
+def bench_task(task: str, reference: ReferenceProcess, probe: MatmulProbe, gfpgan: Callable[[], object] | None,
+               runs: int) -> dict[str, object]:
+    """Round-robin rounds (matmul, ours, reference, GFPGAN for bfr), then stages, FLOPs and bf16."""
+    model, x, noise = task_inputs(task)
+    model = prepare_model(model, resolve_runtime("cpu", "fp32"))
+    ours = lambda: model(x, noise=noise)  # noqa: E731
+    with_gfpgan = gfpgan if task == "bfr" else None
+    times: dict[str, list[float]] = {"ours": [], "reference": [], "gfpgan": []}
+    probe_rates = []
     with torch.inference_mode():
-        return timed(lambda: net(x, return_rgb=False), runs)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=task_names(), choices=task_names())
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/model.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    results: dict[str, object] = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__, "python": platform.python_version()},
-    }
-    peak = matmul_peak(args.runs)
-    results["matmul_gflops"] = peak
-    print(f"matmul peak (best of {MATMUL_N}^3 fp32, {args.threads} threads): {peak:.1f} GFLOP/s")
-
-    inputs, models, reference = {}, {}, {}
-    gen = torch.Generator().manual_seed(0)
-    for task in args.tasks:
-        size = NATIVE_SIZE[task]
-        torch.manual_seed(0)
-        models[task] = ElirModel(get_task(task).model).eval()
-        x = torch.rand(1, 3, size, size, generator=gen)
-        noise = torch.randn(1, 16, size // 8, size // 8, generator=gen)
-        inputs[task] = (x, noise)
-        sd = {k: v.detach() for k, v in models[task].state_dict().items()}
-        cfg = models[task].config
-        with torch.inference_mode():
-            run = lambda sd=sd, x=x, noise=noise, cfg=cfg: reference_forward(  # noqa: E731
-                sd, x, noise, k_steps=cfg.k_steps, sigma_s=cfg.sigma_s)
-            reference[task] = {"time": timed(run, args.runs), "y": run()}
-        print(f"eager reference {task} {size}: {reference[task]['time']['median']:.3f} s")
-
-    tuned = tune_cpu_allocator()
-    results["allocator_tuned"] = tuned
-    gfp = gfpgan_v14(args.runs)
-    results["gfpgan_v1.4_512"] = gfp
-    if gfp:
-        print(f"GFPGAN v1.4 architecture 512: {gfp['median']:.3f} s")
-
-    runtime = resolve_runtime("cpu", "fp32")
-    rows = []
-    for task in args.tasks:
-        x, noise = inputs[task]
-        model = prepare_model(models[task], runtime)
-        with torch.inference_mode():
-            full = timed(lambda: model(x, noise=noise), args.runs)
-            y = model(x, noise=noise)
-            xc = x.contiguous(memory_format=torch.channels_last)
-            z = model.encode(xc)
-            zm = model.coarse(z)
-            stages = {
-                "encoder": timed(lambda: model.encode(xc), args.runs),
-                "coarse": timed(lambda: model.coarse(z), args.runs),
-                "vector_field_step": timed(lambda: model.velocity(zm, 0.5), args.runs),
-                "decoder": timed(lambda: model.decode(zm), args.runs),
-            }
-            flops = flops_of(lambda: model(x, noise=noise))
-        bf16 = None
-        if cpu_supports_bf16():
-            model.compute_dtype = torch.bfloat16
-            with torch.inference_mode():
-                bf16 = timed(lambda: model(x, noise=noise), args.runs)
-                bf16["max_abs_diff_vs_fp32"] = (model(x, noise=noise) - y).abs().max().item()
-            model.compute_dtype = None
-        diff = (y - reference[task]["y"]).abs().max().item()
-        ref_t = reference[task]["time"]["median"]
-        row = {
-            "task": task, "size": NATIVE_SIZE[task], "reference": reference[task]["time"], "optimised": full,
-            "ratio": full["median"] / ref_t, "max_abs_diff": diff, "gflop": flops / 1e9,
-            "gflops_per_s": flops / 1e9 / full["median"], "peak_fraction": flops / 1e9 / full["median"] / peak,
-            "best_peak_fraction": flops / 1e9 / full["min"] / peak,
-            "stages": stages, "peak_rss_mb": peak_rss_mb(), "bf16_autocast": bf16,
+        ours()
+        reference.run(task)
+        if with_gfpgan:
+            with_gfpgan()
+        for _ in range(runs):
+            probe_rates.append(probe.rate())
+            times["ours"].append(once(ours))
+            times["reference"].append(reference.run(task))
+            if with_gfpgan:
+                times["gfpgan"].append(once(with_gfpgan))
+        y = ours()
+        xc = x.contiguous(memory_format=torch.channels_last)
+        z = model.encode(xc)
+        zm = model.coarse(z)
+        stages = {
+            "encoder": timed(lambda: model.encode(xc), runs),
+            "coarse": timed(lambda: model.coarse(z), runs),
+            "vector_field_step": timed(lambda: model.velocity(zm, 0.5), runs),
+            "decoder": timed(lambda: model.decode(zm), runs),
         }
-        rows.append(row)
-        assert diff <= EQUAL_TOL, f"{task}: optimised output differs from the reference by {diff}"
-    results["tasks"] = rows
+        flops = flops_of(ours)
+        bf16 = bf16_run(model, x, noise, y, runs)
+    diff = (y - reference.output(task)).abs().max().item()
+    assert diff <= EQUAL_TOL, f"{task}: optimised output differs from the reference by {diff}"
+    return {"task": task, "size": NATIVE_SIZE[task], "optimised": stats_of(times["ours"]),
+            "reference": stats_of(times["reference"]),
+            "gfpgan_v1.4": stats_of(times["gfpgan"]) if times["gfpgan"] else None,
+            "probe_gflops": probe_rates, "gflop": flops / 1e9, "stages": stages, "max_abs_diff": diff,
+            "peak_rss_mb": peak_rss_mb(), "bf16_autocast": bf16}
 
-    print()
-    header = f"{'task':<11}{'size':>5}{'eager s':>9}{'ours s':>8}{'min-max':>14}{'ratio':>7}{'GFLOP':>7}{'GFLOP/s':>9}{'%peak':>7}{'max|d|':>9}"
-    print(header)
+
+def summarise(row: dict[str, object], peak: float) -> None:
+    ours, gflop = row["optimised"], row["gflop"]
+    row["ratio"] = ours["median"] / row["reference"]["median"]
+    row["paired_ratio"] = statistics.median(o / r for o, r in zip(ours["runs"], row["reference"]["runs"]))
+    row["gflops_per_s"] = gflop / ours["median"]
+    row["peak_fraction"] = gflop / ours["median"] / peak
+    row["best_peak_fraction"] = gflop / ours["min"] / peak
+    row["paired_peak_fraction"] = statistics.median(gflop / t / rate for t, rate in zip(ours["runs"], row["probe_gflops"]))
+
+
+def report(rows: list[dict[str, object]], peak: float, n_probes: int, bf16_peak: float | None) -> None:
+    print(f"\n{'task':<11}{'size':>5}{'eager s':>9}{'ours s':>8}{'min-max':>14}{'ratio':>7}{'GFLOP':>7}"
+          f"{'GFLOP/s':>9}{'%peak':>7}{'max|d|':>9}")
     for r in rows:
         o = r["optimised"]
         print(f"{r['task']:<11}{r['size']:>5}{r['reference']['median']:>9.3f}{o['median']:>8.3f}"
               f"{o['min']:>7.2f}-{o['max']:<6.2f}{r['ratio']:>7.2f}{r['gflop']:>7.0f}{r['gflops_per_s']:>9.1f}"
               f"{100 * r['peak_fraction']:>6.0f}%{r['max_abs_diff']:>9.1e}")
-    print("(%peak: the median run against the best matmul run; best run against it:",
-          ", ".join(f"{r['task']} {100 * r['best_peak_fraction']:.0f}%" for r in rows) + ")")
+    print(f"(peak: the best of {n_probes} fp32 matmuls spread over the benchmark, {peak:.1f} GFLOP/s; "
+          f"%peak: the median run against it)")
+    for r in rows:
+        print(f"{r['task']:<11} paired by round: ratio {r['paired_ratio']:.2f}, {100 * r['paired_peak_fraction']:.0f}% "
+              f"of that round's matmul; best run {100 * r['best_peak_fraction']:.0f}% of the peak")
     print()
     for r in rows:
         s = r["stages"]
         print(f"{r['task']:<11} encoder {s['encoder']['median']:.3f} s, coarse {s['coarse']['median']:.3f} s, "
               f"one vector-field step {s['vector_field_step']['median']:.3f} s, decoder {s['decoder']['median']:.3f} s")
     for r in rows:
-        if r["bf16_autocast"]:
-            b = r["bf16_autocast"]
-            print(f"{r['task']:<11} --precision bf16 (AMX/AVX512-BF16): {b['median']:.3f} s "
-                  f"({r['optimised']['median'] / b['median']:.1f}x fp32), max |fp32 - bf16| {b['max_abs_diff_vs_fp32']:.3f}")
-    if gfp and any(r["task"] == "bfr" for r in rows):
-        bfr = next(r for r in rows if r["task"] == "bfr")
-        print(f"\nbfr per face {bfr['optimised']['median']:.2f} s vs GFPGAN v1.4 {gfp['median']:.2f} s "
-              f"({gfp['median'] / bfr['optimised']['median']:.2f}x)")
+        b = r["bf16_autocast"]
+        if b:
+            rate = r["gflop"] / b["median"]
+            print(f"{r['task']:<11} --precision bf16: {b['median']:.3f} s ({r['optimised']['median'] / b['median']:.1f}x "
+                  f"fp32, {rate:.0f} GFLOP/s = {100 * rate / bf16_peak:.0f}% of the best bf16 matmul, "
+                  f"{bf16_peak:.0f}), max |fp32 - bf16| {b['max_abs_diff_vs_fp32']:.3f}")
+    for r in rows:
+        g = r["gfpgan_v1.4"]
+        if g:
+            print(f"\n{r['task']} per face {r['optimised']['median']:.2f} s vs GFPGAN v1.4 {g['median']:.2f} s, "
+                  f"same rounds ({g['median'] / r['optimised']['median']:.2f}x; paired by round "
+                  f"{statistics.median(gg / o for gg, o in zip(g['runs'], r['optimised']['runs'])):.2f}x)")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=task_names(), choices=task_names())
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/model.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    reference = ReferenceProcess(args.tasks, args.threads)
+    probe = MatmulProbe()
+    for _ in range(3):
+        probe.rate()
+    print(f"fp32 matmul ({MATMUL_N}^3, {args.threads} threads): {probe.best:.1f} GFLOP/s at the start")
+    gfpgan = gfpgan_v14()
+    if gfpgan is None:
+        print("GFPGAN comparison skipped: pip install -e '.[bench]' adds spandrel")
+    try:
+        rows = []
+        for task in args.tasks:
+            rows.append(bench_task(task, reference, probe, gfpgan, args.runs))
+            print(f"{task}: ours {rows[-1]['optimised']['median']:.3f} s, eager {rows[-1]['reference']['median']:.3f} s")
+    finally:
+        reference.close()
+    bf16_peak = None
+    if cpu_supports_bf16():
+        bf16_probe = MatmulProbe(torch.bfloat16)
+        bf16_peak = max(bf16_probe.rate() for _ in range(5))
+    peak = probe.best
+    for row in rows:
+        summarise(row, peak)
+    report(rows, peak, len(probe.rates), bf16_peak)
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE")},
+        "matmul_gflops": peak, "matmul_gflops_all": probe.rates, "bf16_matmul_gflops": bf16_peak, "tasks": rows,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import elir_cli  # noqa: F401  (first, as in the CLI: it requests huge pages before torch allocates)
 import cv2
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from PIL import Image
 from elir_cli.detection import FaceDetector
 from elir_cli.model import ElirModel
 from elir_cli.pipeline import model_restorer, restore_array
-from elir_cli.runtime import prepare_model, resolve_runtime
+from elir_cli.runtime import auto_batch_size, prepare_model, resolve_runtime
 from elir_cli.tasks import ModelConfig, get_task
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos" / "faces"
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--task", default="bfr")
     parser.add_argument("--full", action="store_true", help="full-size model (random weights)")
     parser.add_argument("--upscale", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the library's (1 on the CPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--bsr-photo", type=int, default=0,
                         help="instead: restore a photo of this width (4:3) with bsr tiling at x4")
@@ -106,7 +107,7 @@ def main() -> None:
     overhead = total - restorer.seconds
     print(f"photo {rgb.shape[1]}x{rgb.shape[0]} -> {result.array.shape[1]}x{result.array.shape[0]}, task {task} "
           f"({'full-size' if args.full else 'tiny'} random model, {sum(p.numel() for p in model.parameters()):,} "
-          f"parameters), batch {args.batch_size}, {torch.get_num_threads()} threads")
+          f"parameters), batch {args.batch_size or auto_batch_size('cpu')}, {torch.get_num_threads()} threads")
     if not args.bsr_photo:
         print(f"faces            {len(result.faces)}/{args.faces} found")
         print(f"detection        {t_detect * 1000:9.1f} ms")

@@ -45,7 +45,7 @@ class RestoreSettings:
     steps: int | None = None
     fidelity: float = 1.0
     seed: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # None: runtime.auto_batch_size for the device
     upscale: int | None = None
     bg_task: str | None = None
     aligned: bool = False
@@ -69,7 +69,7 @@ class RestoreSettings:
             raise UsageError(f"--steps must be positive, got {self.steps}")
         if not 0.0 <= self.fidelity <= 1.0:
             raise UsageError(f"--fidelity must be between 0 and 1, got {self.fidelity}")
-        if self.batch_size <= 0:
+        if self.batch_size is not None and self.batch_size <= 0:
             raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
         if self.upscale is not None and self.upscale <= 0:
             raise UsageError(f"--upscale must be positive, got {self.upscale}")
@@ -136,10 +136,11 @@ class FileRestorer:
     """Restores decoded images and files with one loaded model, detector and runtime."""
 
     def __init__(self, settings: RestoreSettings, *, log: Callable[[str], None] | None = None) -> None:
-        from .runtime import resolve_runtime
+        from .runtime import auto_batch_size, resolve_runtime
 
         self.settings = settings
         self.runtime = resolve_runtime(settings.device, settings.precision)
+        self.batch_size = settings.batch_size or auto_batch_size(self.runtime.device)
         self._log = log or (lambda message: None)
         self._model: ElirModel | None = None
         self._bg_model: ElirModel | None = None
@@ -211,7 +212,7 @@ class FileRestorer:
             "steps": s.steps if s.steps is not None else (
                 self._model.config.k_steps if self._model is not None else get_task(s.task).model.k_steps),
             "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
-            "device": self.runtime.describe(), "batch_size": s.batch_size,
+            "device": self.runtime.describe(), "batch_size": self.batch_size,
         }
 
     # -- restoring ---------------------------------------------------------------
@@ -232,7 +233,7 @@ class FileRestorer:
             options["det_threshold"] = s.det_threshold
         return restore_array(
             image.rgb, task=s.task, restorer=restorer, device=self.runtime.device,
-            batch_size=s.batch_size, upscale=s.upscale, bg_task=s.bg_task, bg_restorer=bg_restorer,
+            batch_size=self.batch_size, upscale=s.upscale, bg_task=s.bg_task, bg_restorer=bg_restorer,
             aligned=s.aligned, min_face_size=s.min_face_size, only_center_face=s.only_center_face,
             max_faces=s.max_faces, face_indices=s.face_indices,
             detector=self.detector if needs_detector else None, steps=s.steps, fidelity=s.fidelity,

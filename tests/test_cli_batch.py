@@ -20,7 +20,7 @@ POLL = 0.05
 WAIT = 240
 
 
-def make_tree(root: Path) -> tuple[list[Path], list[Path]]:
+def make_tree(root: Path, copies: int = 1) -> tuple[list[Path], list[Path]]:
     good, bad = [], []
     for i, name in enumerate(GOOD + BAD):
         sub = root / ("a" if i % 2 else "b/c")
@@ -28,6 +28,12 @@ def make_tree(root: Path) -> tuple[list[Path], list[Path]]:
         dst = sub / Path(name).name.upper() if i == 1 else sub / Path(name).name  # case does not matter
         shutil.copy(PHOTOS / name, dst)
         (good if name in GOOD else bad).append(dst)
+    for k in range(1, copies):  # more of the same, so that an interrupt cannot miss the middle
+        for i, name in enumerate(GOOD):
+            dst = root / f"more{k}" / ("a" if i % 2 else "b") / Path(name).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PHOTOS / name, dst)
+            good.append(dst)
     (root / "notes.txt").write_text("not an image")
     (root / "fake.jpg").write_text("not a jpeg either")
     return good, bad
@@ -39,7 +45,7 @@ def outputs(out: Path) -> list[Path]:
 
 def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
-    good, bad = make_tree(src)
+    good, bad = make_tree(src, copies=3)
     args = [*ELIR, "batch", str(src), "-o", str(out), "--weights", str(tiny_denoising), "--task", "denoising",
             "--seed", "0", "--device", "cpu"]
     first = subprocess.Popen([*args, "--report", str(tmp_path / "r1.json")], stdout=subprocess.PIPE,

@@ -210,3 +210,4 @@ def test_report_names_the_model_actually_used(tmp_path: Path) -> None:
     assert settings["steps"] == 3
     assert settings["weights_sha256"] == sha256(weights)
     assert settings["device"] == "cpu (fp32)"
+    assert settings["batch_size"] == 1  # the CPU default (batching is not faster there)

@@ -98,6 +98,10 @@ def test_batches_are_bounded_and_results_do_not_depend_on_them() -> None:
     assert sizes == [4, 4, 1]
     b = restore_array(np.array(canvas), restorer=recording, batch_size=9, detector=shared_detector())
     assert np.array_equal(a.array, b.array)
+    sizes.clear()
+    c = restore_array(np.array(canvas), restorer=recording, detector=shared_detector())  # default, on the CPU
+    assert sizes == [1] * 9  # one face per call: batching is not faster on a CPU, only bigger
+    assert np.array_equal(a.array, c.array)
 
 
 def test_tiny_elir_model_is_the_default_restorer(tmp_path) -> None:

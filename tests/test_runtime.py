@@ -10,6 +10,7 @@ import torch
 from elir_cli.errors import UsageError
 from elir_cli.runtime import (
     Runtime,
+    auto_batch_size,
     cpu_supports_bf16,
     prepare_model,
     resolve_device,
@@ -96,7 +97,59 @@ def test_runtime_describes_itself() -> None:
     assert Runtime(torch.device("cuda"), torch.float16).describe() == "cuda (fp16)"
 
 
+def test_default_batch_size_is_one_on_the_cpu_and_larger_on_gpus() -> None:
+    assert auto_batch_size("cpu") == auto_batch_size(torch.device("cpu")) == 1
+    assert auto_batch_size(torch.device("cuda", 0)) == auto_batch_size("mps") == 4
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is a glibc (Linux) facility")
 def test_allocator_tuning_applies_on_glibc() -> None:
     assert tune_cpu_allocator() is True
     assert tune_cpu_allocator() is True  # idempotent
+
+
+HUGE_PAGE_PROBE = """
+import os, re, sys
+import elir_cli  # must come first: it asks for huge pages before torch allocates
+import torch
+x = torch.ones(64 * 2**20 // 4)  # a 64 MB buffer, like one activation of a 512 face
+huge_kb = int(re.search(r"AnonHugePages:\\s+(\\d+)", open("/proc/self/smaps_rollup").read()).group(1))
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge_kb)
+"""
+
+
+def _probe_huge_pages(env_extra: dict[str, str]) -> tuple[str, int]:
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ELIR_NO_THP")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+def _thp_mode() -> str:
+    from pathlib import Path
+
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    text = path.read_text() if path.exists() else "[never]"
+    return text[text.index("[") + 1:text.index("]")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux facility")
+def test_importing_elir_cli_backs_large_tensors_with_huge_pages() -> None:
+    if _thp_mode() == "never":
+        pytest.skip("this kernel has transparent huge pages switched off (mode 'never')")
+    setting, huge_kb = _probe_huge_pages({})
+    assert setting == "1"
+    assert huge_kb >= 32 * 1024  # most of the 64 MB buffer sits in 2 MB pages
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux facility")
+def test_huge_pages_can_be_refused_and_a_users_setting_is_kept() -> None:
+    setting, huge_kb = _probe_huge_pages({"ELIR_NO_THP": "1"})
+    assert setting == "None"
+    if _thp_mode() == "madvise":  # only then does the advice decide it
+        assert huge_kb == 0
+    assert _probe_huge_pages({"THP_MEM_ALLOC_ENABLE": "0"})[0] == "0"
