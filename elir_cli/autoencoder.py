@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .cpu_conv import conv2d_act
+
 WIDTH = 64
 LATENT_CLAMP = 3.0
 
@@ -24,18 +26,18 @@ class Block(nn.Module):
 
     def __init__(self, *, channels: int = WIDTH) -> None:
         super().__init__()
-        # In-place ReLUs act on fresh conv outputs only (autograd-safe, less memory traffic).
+        # The ReLUs keep the checkpoint's numbering (conv.0, conv.2, conv.4);
+        # forward fuses each into its conv (cpu_conv.conv2d_act).
         self.conv = nn.Sequential(
             conv(channels, channels), nn.ReLU(inplace=True),
             conv(channels, channels), nn.ReLU(inplace=True),
             conv(channels, channels),
         )
-        self.fuse = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x)
-        h += x
-        return self.fuse(h)
+        h = conv2d_act(x, self.conv[0], "relu")
+        h = conv2d_act(h, self.conv[2], "relu")
+        return conv2d_act(h, self.conv[4], "relu", add=x)  # ReLU(conv(h) + x)
 
 
 class Encoder(nn.Module):
@@ -54,7 +56,9 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        for layer in self.layers:
+            x = conv2d_act(x, layer) if isinstance(layer, nn.Conv2d) else layer(x)
+        return x
 
 
 class Decoder(nn.Module):
@@ -78,12 +82,16 @@ class Decoder(nn.Module):
         i = 0
         while i < len(layers):
             layer = layers[i]
-            if isinstance(layer, nn.Upsample) and i + 1 < len(layers):
-                h = upsample_conv(h, layers[i + 1].weight)  # nearest x2 + 3x3 conv, fused
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, nn.Upsample) and following is not None:
+                h = upsample_conv(h, following.weight)  # nearest x2 + 3x3 conv, fused
                 i += 2
-                continue
-            h = layer(h)
-            i += 1
+            elif isinstance(layer, nn.Conv2d) and isinstance(following, nn.ReLU):
+                h = conv2d_act(h, layer, "relu")
+                i += 2
+            else:
+                h = conv2d_act(h, layer) if isinstance(layer, nn.Conv2d) else layer(h)
+                i += 1
         return h
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from .cpu_conv import conv2d_act
 
 RESIDUAL_SCALE = 0.2
 
@@ -25,10 +26,7 @@ class ConvAct(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.block[0](x)
-        if len(self.block) > 1:  # SiLU in place on the fresh conv output when no gradient is kept
-            h = F.silu(h, inplace=not torch.is_grad_enabled())
-        return h
+        return conv2d_act(x, self.block[0], "silu" if len(self.block) > 1 else "none")
 
 
 class ResidualDenseBlock(nn.Module):

@@ -87,6 +87,15 @@ class RestoreSettings:
                                  hint="drop --bg-task (bsr and --aligned restore the whole image)")
         if self.aligned and spec.kind != "face":
             raise UsageError(f"--aligned is for face tasks; {self.task} restores whole photos")
+        if self.aligned:
+            choosing = [flag for flag, given in (
+                ("--faces", self.face_indices is not None), ("--max-faces", self.max_faces is not None),
+                ("--only-center-face", self.only_center_face), ("--min-face-size", self.min_face_size > 0),
+                ("--det-threshold", self.det_threshold is not None), ("--detector", self.detector is not None),
+            ) if given]
+            if choosing:
+                raise UsageError(f"--aligned skips face detection, so {', '.join(choosing)} would be ignored",
+                                 hint="drop them, or drop --aligned to detect and choose faces")
         if self.det_threshold is not None and not 0.0 < self.det_threshold < 1.0:
             raise UsageError(f"--det-threshold must be between 0 and 1 (exclusive), got {self.det_threshold}")
 

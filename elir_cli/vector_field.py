@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .cpu_conv import conv2d_act
+
 GROUPS = 32
 TIME_SCALE = 1000.0
 MAX_PERIOD = 10000.0
@@ -49,9 +51,10 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.block = nn.Sequential(nn.GroupNorm(GROUPS, n_in), nn.SiLU(), nn.Conv2d(n_in, n_out, 3, padding=1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """``conv(silu(norm(x))) (+ add)``; the add is fused into the conv where possible."""
         h = F.silu(self.block[0](x), inplace=not torch.is_grad_enabled())  # on the fresh norm output
-        return self.block[2](h)
+        return conv2d_act(h, self.block[2], add=add)
 
 
 class ResidualBlock(nn.Module):
@@ -67,9 +70,7 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.block1(x)
         h += self.mlp(emb)[:, :, None, None]  # (B|1, out) broadcast over H, W
-        h = self.block2(h)
-        h += self.conv2d(x)
-        return h
+        return self.block2(h, add=conv2d_act(x, self.conv2d))
 
 
 class Downsample(nn.Module):
@@ -78,7 +79,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(n_in, n_out, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return conv2d_act(x, self.conv)
 
 
 class Upsample(nn.Module):
@@ -139,7 +140,7 @@ class VectorField(nn.Module):
         """Velocity at ``z`` (B,C,h,w) and time ``t`` (a scalar or (B,) tensor)."""
         t = torch.as_tensor(t, dtype=torch.float32, device=z.device).reshape(-1)
         emb = self.embed_time(t).to(z.dtype)  # (1|B, emb_dim)
-        x = self.first_proj(z)
+        x = conv2d_act(z, self.first_proj)
         skips = []
         for res, down in self.down_blocks:
             x = res(x, emb)
@@ -151,4 +152,4 @@ class VectorField(nn.Module):
             x = up(x)
             x = torch.cat((x, skips.pop()), dim=1)  # (B, 2ch, h', w'), x first
             x = res(x, emb)
-        return self.final_proj(self.final_block(x))
+        return conv2d_act(self.final_block(x), self.final_proj)

@@ -10,6 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
@@ -48,8 +51,11 @@ def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: P
     good, bad = make_tree(src, copies=3)
     args = [*ELIR, "batch", str(src), "-o", str(out), "--weights", str(tiny_denoising), "--task", "denoising",
             "--seed", "0", "--device", "cpu"]
+    # Ctrl-C as at a terminal: a test runner started in the background ignores SIGINT, and a
+    # child would inherit that (then Python installs no KeyboardInterrupt handler at all).
     first = subprocess.Popen([*args, "--report", str(tmp_path / "r1.json")], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + WAIT
     while len(outputs(out)) < 2 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(POLL)
@@ -90,3 +96,20 @@ def test_batch_json_and_clean_exit(tiny_denoising: Path, tmp_path: Path) -> None
     report = json.loads(result.stdout)
     assert report["totals"] == {"restored": 1, "skipped": 0, "failed": 0}
     assert report["files"][0]["faces"] == 1
+
+
+def test_batch_save_faces_mirrors_the_tree(tiny_denoising: Path, tmp_path: Path) -> None:
+    src, crops = tmp_path / "in", tmp_path / "crops"
+    for sub in ("a", "b/c"):  # the same file name twice: the crops must not mix
+        (src / sub).mkdir(parents=True)
+        shutil.copy(PHOTOS / "faces" / "grace_hopper.jpg", src / sub / "gh.jpg")
+    shutil.copy(PHOTOS / "faces" / "astronaut.png", src / "a" / "astro.png")
+    result = run_elir("batch", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_denoising),
+                      "--task", "denoising", "--seed", "0", "--save-faces", str(crops))
+    assert result.returncode == 0, result.stderr.decode()
+    found = sorted(p.relative_to(crops).as_posix() for p in crops.rglob("*.png"))
+    assert found == [f"{folder}/{which}/face_000.png" for folder in ("a/astro", "a/gh", "b/c/gh")
+                     for which in ("after", "before")]
+    with Image.open(crops / "a/gh/before/face_000.png") as one, Image.open(crops / "b/c/gh/before/face_000.png") as two:
+        assert one.size == two.size == (256, 256)
+        assert np.array_equal(np.asarray(one), np.asarray(two))  # same photo, same aligned crop

@@ -56,6 +56,8 @@ def test_trailing_slash_means_a_folder(tmp_path: Path) -> None:
     ({"bg_task": "denoising"}, "not a background task"),
     ({"task": "bsr", "bg_task": "bsr"}, "only applies to face tasks"),
     ({"task": "bsr", "aligned": True}, "--aligned is for face tasks"),
+    ({"aligned": True, "face_indices": (1,)}, "--aligned skips face detection, so --faces would be ignored"),
+    ({"aligned": True, "max_faces": 2, "det_threshold": 0.5}, "--max-faces, --det-threshold would be ignored"),
     ({"det_threshold": 0.0}, "det-threshold"),
     ({"fidelity": 1.5}, "fidelity"),
 ])

@@ -1,0 +1,132 @@
+"""Convolutions with their activation and residual add fused, on the CPU (oneDNN).
+
+In float32 on a CPU, ``F.conv2d`` reorders its weight into oneDNN's blocked
+layout at every call (~45 ms per bfr face, mostly the vector field's 512- and
+256-channel kernels), and each ReLU, SiLU or residual add after it is one more
+pass over a 64 MB activation. oneDNN can do both inside the conv: post-ops
+for the activation and the add, and a weight packed once. This module calls
+the operators PyTorch's own CPU compiler (Inductor) emits for that,
+``torch.ops.mkldnn._convolution_pointwise`` with weights from
+``_reorder_convolution_weight``, and falls back to plain ``F.conv2d`` and
+separate ops whenever they do not apply: another device or dtype, autocast,
+autograd, an NCHW input, or a PyTorch without them. Both paths compute
+``act(conv(x) + add)``; their results agree to float rounding.
+
+Packed weights are cached per weight tensor and input shape, and rebuilt when
+the weight changes (its version counter moves on every in-place write, as in
+``load_state_dict``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Iterator, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Activation = Literal["none", "relu", "silu"]
+ONEDNN_ACTIVATION = {"none": "none", "relu": "relu", "silu": "swish"}
+MAX_SHAPES_PER_WEIGHT = 2  # e.g. a face size and one other; older entries are dropped
+
+_Key = tuple[int, int, tuple[int, ...]]
+# Keyed by the conv module (identity-hashed; a tensor key would be compared elementwise).
+_packed: "weakref.WeakKeyDictionary[nn.Conv2d, dict[_Key, torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def fused_conv_available() -> bool:
+    """Whether this PyTorch build has oneDNN's fused conv and weight-packing operators."""
+    mkldnn = torch.ops.mkldnn
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and hasattr(mkldnn._convolution_pointwise, "binary")
+                and hasattr(mkldnn, "_reorder_convolution_weight"))
+    except (AttributeError, RuntimeError):  # torch.ops resolves names lazily and raises for unknown ones
+        return False
+
+
+_AVAILABLE: bool | None = None
+_plain_depth = 0
+
+
+@contextlib.contextmanager
+def plain_convs() -> Iterator[None]:
+    """Inside this block every conv takes the plain PyTorch path (process-wide).
+
+    For tools that only see ATen ops, such as ``torch.utils.flop_counter``,
+    and for comparing the two paths.
+    """
+    global _plain_depth
+    _plain_depth += 1
+    try:
+        yield
+    finally:
+        _plain_depth -= 1
+
+
+def _fast_path(x: torch.Tensor, conv: nn.Conv2d, add: torch.Tensor | None) -> bool:
+    global _AVAILABLE
+    if _plain_depth or x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+        return False
+    if torch.is_grad_enabled() or _cpu_autocast_enabled() or conv.padding_mode != "zeros":
+        return False
+    if not (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    if add is not None and not add.is_contiguous(memory_format=torch.channels_last):
+        return False
+    if _AVAILABLE is None:
+        _AVAILABLE = fused_conv_available()
+    return _AVAILABLE
+
+
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # before torch 2.4 the device-type argument did not exist
+        return torch.is_autocast_cpu_enabled()
+
+
+def packed_weight(conv: nn.Conv2d, input_shape: torch.Size) -> torch.Tensor:
+    """``conv.weight`` in the blocked layout oneDNN picks for this input shape, built once."""
+    weight = conv.weight
+    key = (weight.data_ptr(), weight._version, tuple(input_shape))
+    entries = _packed.setdefault(conv, {})
+    found = entries.get(key)
+    if found is None:
+        for stale in [k for k in entries if k[:2] != key[:2]]:  # the weight changed since
+            del entries[stale]
+        while len(entries) >= MAX_SHAPES_PER_WEIGHT:
+            del entries[next(iter(entries))]
+        found = torch.ops.mkldnn._reorder_convolution_weight(
+            weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+            list(input_shape))
+        entries[key] = found
+    return found
+
+
+def conv2d_act(x: torch.Tensor, conv: nn.Conv2d, act: Activation = "none",
+               add: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(conv(x) + add)``, fused by oneDNN on the CPU when it applies.
+
+    ``add`` must have the conv output's shape. Without autograd the plain path
+    works in place on the fresh conv output.
+    """
+    if _fast_path(x, conv, add):
+        args = (conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        weight = packed_weight(conv, x.shape)
+        if add is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, *args, ONEDNN_ACTIVATION[act], [], "")
+        unary = "relu" if act == "relu" else None  # oneDNN fuses only ReLU after a binary add
+        h = torch.ops.mkldnn._convolution_pointwise.binary(x, add, weight, *args, "add", None, unary, [], "")
+        return F.silu(h, inplace=True) if act == "silu" else h
+    inplace = not torch.is_grad_enabled()
+    h = conv(x)
+    if add is not None:
+        h = h.add_(add) if inplace else h + add
+    if act == "relu":
+        return F.relu(h, inplace=inplace)
+    if act == "silu":
+        return F.silu(h, inplace=inplace)
+    return h

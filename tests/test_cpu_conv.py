@@ -1,0 +1,108 @@
+"""The fused oneDNN conv path against plain PyTorch, and when it must stand aside."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from elir_cli import cpu_conv
+from elir_cli.cpu_conv import conv2d_act, fused_conv_available
+from tiny import tiny_model
+
+CL = torch.channels_last
+needs_onednn = pytest.mark.skipif(not fused_conv_available(),
+                                  reason="this PyTorch build has no oneDNN fused-conv operators")
+
+
+def plain(x: torch.Tensor, conv: nn.Conv2d, act: str, add: torch.Tensor | None) -> torch.Tensor:
+    h = F.conv2d(x.contiguous(), conv.weight, conv.bias, conv.stride, conv.padding)
+    if add is not None:
+        h = h + add
+    return {"none": h, "relu": F.relu(h), "silu": F.silu(h)}[act]
+
+
+def onednn_calls(fn) -> int:  # type: ignore[no-untyped-def]
+    """How many fused oneDNN conv calls ``fn()`` makes (from the profiler's op names)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("mkldnn::_convolution_pointwise"))
+
+
+@needs_onednn
+@pytest.mark.parametrize("act", ["none", "relu", "silu"])
+@pytest.mark.parametrize("with_add", [False, True])
+@pytest.mark.parametrize(("kernel", "stride", "bias"), [(3, 1, True), (3, 2, False), (1, 1, True)])
+def test_fused_conv_equals_conv_then_ops(act: str, with_add: bool, kernel: int, stride: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 40, kernel, stride=stride, padding=kernel // 2, bias=bias).to(memory_format=CL)
+    x = torch.randn(2, 24, 19, 26).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        out_shape = conv(x).shape
+        add = torch.randn(out_shape).contiguous(memory_format=CL) if with_add else None
+        expected = plain(x, conv, act, add)
+        assert onednn_calls(lambda: conv2d_act(x, conv, act, add)) == 1
+        got = conv2d_act(x, conv, act, add)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+@needs_onednn
+def test_packed_weights_follow_changes_to_the_weight() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1).to(memory_format=CL)
+    x = torch.randn(1, 8, 16, 16).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        before = conv2d_act(x, conv)
+    with torch.no_grad():
+        conv.weight.mul_(-1)  # an in-place write, as load_state_dict does
+    with torch.inference_mode():
+        after = conv2d_act(x, conv)
+        expected = plain(x, conv, "none", None)
+    assert (after - expected).abs().max().item() < 1e-5
+    assert not torch.allclose(before, after)
+    y = torch.randn(1, 8, 24, 20).contiguous(memory_format=CL)  # another input shape: packed again, still right
+    with torch.inference_mode():
+        assert (conv2d_act(y, conv) - plain(y, conv, "none", None)).abs().max().item() < 1e-5
+    assert len(cpu_conv._packed[conv]) <= cpu_conv.MAX_SHAPES_PER_WEIGHT
+
+
+@needs_onednn
+def test_plain_path_under_autograd_autocast_and_nchw() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1).to(memory_format=CL)
+    x = torch.randn(1, 8, 16, 16).contiguous(memory_format=CL)
+    out = conv2d_act(x, conv, "relu")  # autograd on: gradients must flow
+    out.sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    with torch.inference_mode():
+        assert onednn_calls(lambda: conv2d_act(x.contiguous(), conv, "relu")) == 0  # NCHW input
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast decides the dtype: the plain path
+            assert onednn_calls(lambda: conv2d_act(x, conv, "relu")) == 0
+            assert conv2d_act(x, conv, "relu").dtype == torch.bfloat16
+
+
+@needs_onednn
+def test_prepared_model_runs_every_conv_fused_and_matches_the_plain_model() -> None:
+    from elir_cli.runtime import prepare_model, resolve_runtime
+
+    plain_model = tiny_model()
+    fast = prepare_model(tiny_model(), resolve_runtime("cpu", "fp32"))
+    x = torch.rand(1, 3, 64, 96)
+    noise = torch.randn(1, 16, 8, 12)
+    with torch.inference_mode():
+        expected = plain_model(x, noise=noise)
+        got = fast(x, noise=noise)
+        calls = onednn_calls(lambda: fast(x, noise=noise))
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in fast.modules())
+    n_upsample = sum(isinstance(m, nn.Upsample) for m in fast.dec.modules())  # done by a transposed conv
+    k = fast.config.k_steps
+    fmir_convs = sum(isinstance(m, nn.Conv2d) for m in fast.fmir.modules())
+    assert calls == n_convs - n_upsample + (k - 1) * fmir_convs  # the vector field runs k times
+    assert (got - expected).abs().max().item() < 1e-4
+    with torch.inference_mode(), cpu_conv.plain_convs():
+        assert onednn_calls(lambda: fast(x, noise=noise)) == 0
+        assert (fast(x, noise=noise) - got).abs().max().item() < 1e-4
