@@ -48,8 +48,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
-import elir_cli  # noqa: F401  (first, as in the CLI: it requests huge pages before torch allocates)
-import torch
+from elir_cli.runtime import request_huge_pages
+
+request_huge_pages()  # first, as the CLI does: before torch allocates anything
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 

@@ -21,17 +21,19 @@ import sys
 import time
 from pathlib import Path
 
-import elir_cli  # noqa: F401  (first, as in the CLI: it requests huge pages before torch allocates)
-import cv2
-import numpy as np
-import torch
-from PIL import Image
+from elir_cli.runtime import request_huge_pages
 
-from elir_cli.detection import FaceDetector
-from elir_cli.model import ElirModel
-from elir_cli.pipeline import model_restorer, restore_array
-from elir_cli.runtime import auto_batch_size, prepare_model, resolve_runtime
-from elir_cli.tasks import ModelConfig, get_task
+request_huge_pages()  # first, as the CLI does: before torch allocates anything
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from elir_cli.detection import FaceDetector  # noqa: E402
+from elir_cli.model import ElirModel  # noqa: E402
+from elir_cli.pipeline import model_restorer, restore_array  # noqa: E402
+from elir_cli.runtime import auto_batch_size, prepare_model, resolve_runtime  # noqa: E402
+from elir_cli.tasks import ModelConfig, get_task  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos" / "faces"
 TINY = ModelConfig(k_steps=2, sigma_s=0.1, hid_channels=32, n_mid_blocks=1, rrdb_c_hid=16, n_rrdb=1)

@@ -22,10 +22,7 @@ from .errors import (
     UnsafeCheckpointError,
     UsageError,
 )
-from .runtime import request_huge_pages
 from .tasks import ModelConfig, Task, get_task, load_manifest, task_names
-
-request_huge_pages()  # before torch's first allocation, or it is too late (see runtime.py)
 
 if TYPE_CHECKING:
     from .checkpoint import convert_to_safetensors, load_model, read_checkpoint

@@ -12,9 +12,11 @@ separate ops whenever they do not apply: another device or dtype, autocast,
 autograd, an NCHW input, or a PyTorch without them. Both paths compute
 ``act(conv(x) + add)``; their results agree to float rounding.
 
-Packed weights are cached per weight tensor and input shape, and rebuilt when
-the weight changes (its version counter moves on every in-place write, as in
-``load_state_dict``).
+A conv's weight is packed once, for the first input shape it meets (one copy
+of the weights, whatever the shapes later), and packed again when the weight
+changes (its version counter moves on every in-place write, as in
+``load_state_dict``). An input of another shape still gets the right answer:
+oneDNN reorders the weight for it, as plain ``F.conv2d`` always does.
 """
 
 from __future__ import annotations
@@ -29,11 +31,9 @@ from torch.nn import functional as F
 
 Activation = Literal["none", "relu", "silu"]
 ONEDNN_ACTIVATION = {"none": "none", "relu": "relu", "silu": "swish"}
-MAX_SHAPES_PER_WEIGHT = 2  # e.g. a face size and one other; older entries are dropped
-
-_Key = tuple[int, int, tuple[int, ...]]
-# Keyed by the conv module (identity-hashed; a tensor key would be compared elementwise).
-_packed: "weakref.WeakKeyDictionary[nn.Conv2d, dict[_Key, torch.Tensor]]" = weakref.WeakKeyDictionary()
+# conv module (identity-hashed; a tensor key would be compared elementwise)
+#   -> ((weight data_ptr, weight version), packed weight)
+_packed: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[tuple[int, int], torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
 def fused_conv_available() -> bool:
@@ -89,21 +89,16 @@ def _cpu_autocast_enabled() -> bool:
 
 
 def packed_weight(conv: nn.Conv2d, input_shape: torch.Size) -> torch.Tensor:
-    """``conv.weight`` in the blocked layout oneDNN picks for this input shape, built once."""
+    """``conv.weight`` in the blocked layout oneDNN picks for ``input_shape``, packed once per weight version."""
     weight = conv.weight
-    key = (weight.data_ptr(), weight._version, tuple(input_shape))
-    entries = _packed.setdefault(conv, {})
-    found = entries.get(key)
-    if found is None:
-        for stale in [k for k in entries if k[:2] != key[:2]]:  # the weight changed since
-            del entries[stale]
-        while len(entries) >= MAX_SHAPES_PER_WEIGHT:
-            del entries[next(iter(entries))]
-        found = torch.ops.mkldnn._reorder_convolution_weight(
-            weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-            list(input_shape))
-        entries[key] = found
-    return found
+    version = (weight.data_ptr(), weight._version)
+    cached = _packed.get(conv)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    packed = torch.ops.mkldnn._reorder_convolution_weight(
+        weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(input_shape))
+    _packed[conv] = (version, packed)
+    return packed
 
 
 def conv2d_act(x: torch.Tensor, conv: nn.Conv2d, act: Activation = "none",

@@ -11,8 +11,6 @@ so it is not used.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 from dataclasses import dataclass
@@ -132,9 +130,11 @@ def request_huge_pages() -> bool:
     A 512 face's activations are 64 MB each; with 4 KB pages the big convs
     miss the TLB constantly (measured: a 64-channel 3x3 conv at 512x512 runs at
     ~225 GFLOP/s with 4 KB pages and ~285 with huge pages, same run). PyTorch
-    reads ``THP_MEM_ALLOC_ENABLE`` at its first CPU allocation only, so this
-    runs when ``elir_cli`` is imported; a value the user set is kept, and
-    ``ELIR_NO_THP=1`` turns it off. Returns whether the request is in place.
+    reads ``THP_MEM_ALLOC_ENABLE`` at its first CPU allocation only, so the
+    ``elir`` command calls this first thing, and a Python program should call
+    it before it imports torch (or set the variable itself). A value the user
+    set is kept, and ``ELIR_NO_THP=1`` turns it off. Returns whether the
+    request is in place.
     """
     if not sys.platform.startswith("linux") or os.environ.get(NO_THP_ENV) == "1":
         return False
@@ -154,6 +154,9 @@ def tune_cpu_allocator() -> bool:
         return True
     if not sys.platform.startswith("linux") or os.environ.get(NO_MALLOPT_ENV) == "1":
         return False
+    import ctypes  # here, not at the top: the CLI imports this module at every start
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
     if not name:
         return False

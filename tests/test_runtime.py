@@ -110,22 +110,39 @@ def test_allocator_tuning_applies_on_glibc() -> None:
 
 HUGE_PAGE_PROBE = """
 import os, re, sys
-import elir_cli  # must come first: it asks for huge pages before torch allocates
+from elir_cli.runtime import request_huge_pages
+request_huge_pages()  # first: before torch allocates anything
 import torch
 x = torch.ones(64 * 2**20 // 4)  # a 64 MB buffer, like one activation of a 512 face
 huge_kb = int(re.search(r"AnonHugePages:\\s+(\\d+)", open("/proc/self/smaps_rollup").read()).group(1))
 print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge_kb)
 """
 
+CLI_PROBE = """
+import os, sys
+from elir_cli.cli import main
+sys.argv = ["elir", "--version"]
+try:
+    main()
+except SystemExit:
+    pass
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"))
+"""
 
-def _probe_huge_pages(env_extra: dict[str, str]) -> tuple[str, int]:
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     import os
-    import subprocess
 
     env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ELIR_NO_THP")}
-    env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    env.update(extra)
+    return env
+
+
+def _probe_huge_pages(env_extra: dict[str, str]) -> tuple[str, int]:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=_clean_env(env_extra), capture_output=True,
+                         text=True, check=True).stdout.split()
     return out[0], int(out[1])
 
 
@@ -138,7 +155,7 @@ def _thp_mode() -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux facility")
-def test_importing_elir_cli_backs_large_tensors_with_huge_pages() -> None:
+def test_requested_huge_pages_back_large_tensors() -> None:
     if _thp_mode() == "never":
         pytest.skip("this kernel has transparent huge pages switched off (mode 'never')")
     setting, huge_kb = _probe_huge_pages({})
@@ -153,3 +170,13 @@ def test_huge_pages_can_be_refused_and_a_users_setting_is_kept() -> None:
     if _thp_mode() == "madvise":  # only then does the advice decide it
         assert huge_kb == 0
     assert _probe_huge_pages({"THP_MEM_ALLOC_ENABLE": "0"})[0] == "0"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux facility")
+def test_the_elir_command_requests_huge_pages_and_importing_the_library_does_not() -> None:
+    import subprocess
+
+    run = lambda code: subprocess.run([sys.executable, "-c", code], env=_clean_env({}),  # noqa: E731
+                                      capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert run(CLI_PROBE) == "1"
+    assert run("import os, elir_cli; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))") == "None"  # no import side effect

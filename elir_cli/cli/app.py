@@ -15,6 +15,7 @@ import typer
 
 from .._version import __version__
 from ..errors import ElirError
+from ..runtime import request_huge_pages
 from . import models
 
 app = typer.Typer(
@@ -80,6 +81,7 @@ def report_error(exc: ElirError) -> int:
 
 def main() -> None:
     """Console-script entry point: run the app behind the error boundary."""
+    request_huge_pages()  # before any command imports torch (see runtime.request_huge_pages)
     debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV) == "1"
     try:
         # With standalone_mode=False click returns (not raises) the code of typer.Exit(code).
