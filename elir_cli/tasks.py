@@ -117,8 +117,19 @@ class Manifest:
 
 
 def weights_dir() -> Path:
-    """The installed ``weights/`` folder (manifest, bundled detector, notices)."""
-    return Path(str(resources.files("elir_cli.weights")))
+    """The installed ``weights/`` folder (manifest, bundled detector, notices).
+
+    Installed, it is the package ``elir_cli.weights``; imported straight from
+    a source checkout (``python -c`` in the repository root), it is the
+    top-level ``weights/`` next to ``elir_cli/``.
+    """
+    try:
+        return Path(str(resources.files("elir_cli.weights")))
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parent.parent / "weights"
+        if (checkout / MANIFEST_NAME).is_file():
+            return checkout
+        raise
 
 
 def get_detector(name: str) -> Detector:

@@ -36,3 +36,15 @@ def test_wheel_contains_the_modules_manifest_and_detector(tmp_path: Path) -> Non
         assert module.relative_to(ROOT).as_posix() in names, module
     for data in ("manifest.json", "retinaface_mobilenet0.25.pth", "NOTICE.retinaface", "__init__.py"):
         assert f"elir_cli/weights/{data}" in names
+
+
+def test_the_source_tree_finds_its_manifest_without_an_install() -> None:
+    """``python -c "import elir_cli..."`` in a checkout imports the source tree, where the
+    manifest lives in the top-level ``weights/``, not in an ``elir_cli.weights`` package."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    code = (f"import sys; sys.path.insert(0, {str(root)!r}); "  # -S: no site-packages, so no installed copy
+            "from elir_cli.tasks import get_task, weights_dir; print(weights_dir()); print(get_task('bfr').name)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(root / "weights"), "bfr"]
