@@ -159,6 +159,7 @@ class DefaultsProcess:
         try:
             self.process = ctx.Process(target=defaults_worker, args=(child, tasks, threads), daemon=True)
             self.process.start()
+            child.close()  # only the child holds its end now: if it dies, recv() raises EOFError, not hangs
         finally:
             for key, value in saved.items():
                 os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -173,7 +174,10 @@ class DefaultsProcess:
         return self.conn.recv()
 
     def close(self) -> None:
-        self.conn.send(None)
+        try:
+            self.conn.send(None)
+        except OSError:  # the child is gone already (its error is what the caller is reporting)
+            pass
         self.process.join(timeout=30)
 
 

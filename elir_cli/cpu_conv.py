@@ -9,14 +9,21 @@ the operators PyTorch's own CPU compiler (Inductor) emits for that,
 ``torch.ops.mkldnn._convolution_pointwise`` with weights from
 ``_reorder_convolution_weight``, and falls back to plain ``F.conv2d`` and
 separate ops whenever they do not apply: another device or dtype, autocast,
-autograd, an NCHW input, or a PyTorch without them. Both paths compute
-``act(conv(x) + add)``; their results agree to float rounding.
+autograd, an NCHW input, oneDNN switched off (``torch.backends.mkldnn``), a
+conv with hooks or string padding, or a PyTorch without the operators. Both
+paths compute ``act(conv(x) + add)``; their results agree to float rounding.
 
 A conv's weight is packed once, for the first input shape it meets (one copy
-of the weights, whatever the shapes later), and packed again when the weight
-changes (its version counter moves on every in-place write, as in
-``load_state_dict``). An input of another shape still gets the right answer:
-oneDNN reorders the weight for it, as plain ``F.conv2d`` always does.
+of the weights, whatever the shapes later). An input of another shape still
+gets the right answer: oneDNN reorders the weight for it, as plain
+``F.conv2d`` always does. The pack is redone when the weight changes: the
+cache holds a detached alias of the weight it packed, which shares the
+weight's version counter (moved by every in-place write, as in
+``load_state_dict``) and keeps its storage alive, so a replaced weight can
+never pass for it at the same address. Writes through ``weight.data`` bypass
+the version counter; after those, call :func:`clear_packed_weights`.
+Inference tensors (weights created under ``torch.inference_mode``) have no
+version counter: they are used unpacked, still with the fused post-ops.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from torch.nn import functional as F
 Activation = Literal["none", "relu", "silu"]
 ONEDNN_ACTIVATION = {"none": "none", "relu": "relu", "silu": "swish"}
 # conv module (identity-hashed; a tensor key would be compared elementwise)
-#   -> ((weight data_ptr, weight version), packed weight)
-_packed: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[tuple[int, int], torch.Tensor]]" = weakref.WeakKeyDictionary()
+#   -> (detached alias of the weight that was packed, its version then, packed weight)
+_packed: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[torch.Tensor, int, torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
 def fused_conv_available() -> bool:
@@ -66,11 +73,18 @@ def plain_convs() -> Iterator[None]:
         _plain_depth -= 1
 
 
+def clear_packed_weights() -> None:
+    """Forget every packed weight (after writing weights through ``.data``)."""
+    _packed.clear()
+
+
 def _fast_path(x: torch.Tensor, conv: nn.Conv2d, add: torch.Tensor | None) -> bool:
     global _AVAILABLE
     if _plain_depth or x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
         return False
-    if torch.is_grad_enabled() or _cpu_autocast_enabled() or conv.padding_mode != "zeros":
+    if torch.is_grad_enabled() or _cpu_autocast_enabled() or not torch.backends.mkldnn.enabled:
+        return False
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or _has_hooks(conv):
         return False
     if not (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
         return False
@@ -81,6 +95,12 @@ def _fast_path(x: torch.Tensor, conv: nn.Conv2d, add: torch.Tensor | None) -> bo
     return _AVAILABLE
 
 
+def _has_hooks(conv: nn.Conv2d) -> bool:
+    """Hooks (weight_norm, pruning, user hooks) expect ``conv(x)`` to be called: leave those convs plain."""
+    return bool(conv._forward_hooks or conv._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
 def _cpu_autocast_enabled() -> bool:
     try:
         return torch.is_autocast_enabled("cpu")
@@ -89,15 +109,21 @@ def _cpu_autocast_enabled() -> bool:
 
 
 def packed_weight(conv: nn.Conv2d, input_shape: torch.Size) -> torch.Tensor:
-    """``conv.weight`` in the blocked layout oneDNN picks for ``input_shape``, packed once per weight version."""
-    weight = conv.weight
-    version = (weight.data_ptr(), weight._version)
+    """``conv.weight`` in the blocked layout oneDNN picks for ``input_shape``, packed once per weight version.
+
+    An inference tensor (no version counter to watch) comes back as it is, unpacked.
+    """
+    weight = conv.weight.detach()  # an alias: same storage, same version counter
+    if weight.is_inference():
+        return weight
     cached = _packed.get(conv)
-    if cached is not None and cached[0] == version:
-        return cached[1]
+    if cached is not None:
+        alias, version, packed = cached
+        if alias.data_ptr() == weight.data_ptr() and alias._version == version == weight._version:
+            return packed
     packed = torch.ops.mkldnn._reorder_convolution_weight(
-        weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(input_shape))
-    _packed[conv] = (version, packed)
+        weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(input_shape))
+    _packed[conv] = (weight, weight._version, packed)
     return packed
 
 

@@ -25,11 +25,7 @@ def plain(x: torch.Tensor, conv: nn.Conv2d, act: str, add: torch.Tensor | None) 
 
 def onednn_calls(fn) -> int:  # type: ignore[no-untyped-def]
     """How many fused oneDNN conv calls ``fn()`` makes (from the profiler's op names)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(e.count for e in prof.key_averages() if e.key.startswith("mkldnn::_convolution_pointwise"))
+    return op_calls(fn, "mkldnn::_convolution_pointwise")
 
 
 @needs_onednn
@@ -50,24 +46,102 @@ def test_fused_conv_equals_conv_then_ops(act: str, with_add: bool, kernel: int, 
     assert (got - expected).abs().max().item() < 1e-5
 
 
+def op_calls(fn, prefix: str) -> int:  # type: ignore[no-untyped-def]
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith(prefix))
+
+
+def small_conv(seed: int = 0, **kwargs) -> nn.Conv2d:  # type: ignore[no-untyped-def]
+    torch.manual_seed(seed)
+    return nn.Conv2d(8, 8, 3, padding=kwargs.pop("padding", 1), **kwargs).to(memory_format=CL)
+
+
+def cl_input(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape).contiguous(memory_format=CL)
+
+
 @needs_onednn
-def test_packed_weights_follow_changes_to_the_weight() -> None:
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 8, 3, padding=1).to(memory_format=CL)
-    x = torch.randn(1, 8, 16, 16).contiguous(memory_format=CL)
+def test_a_weight_is_packed_once_and_again_after_an_in_place_write() -> None:
+    conv, x, y = small_conv(), cl_input(1, 8, 16, 16), cl_input(2, 8, 24, 20)
     with torch.inference_mode():
         before = conv2d_act(x, conv)
+        # other shapes reuse the one packed weight (oneDNN reorders it for them if it must)
+        assert op_calls(lambda: (conv2d_act(x, conv), conv2d_act(y, conv)), "mkldnn::_reorder_convolution_weight") == 0
+        assert (conv2d_act(y, conv) - plain(y, conv, "none", None)).abs().max().item() < 1e-5
     with torch.no_grad():
         conv.weight.mul_(-1)  # an in-place write, as load_state_dict does
     with torch.inference_mode():
+        assert op_calls(lambda: conv2d_act(x, conv), "mkldnn::_reorder_convolution_weight") == 1
         after = conv2d_act(x, conv)
-        expected = plain(x, conv, "none", None)
-    assert (after - expected).abs().max().item() < 1e-5
+        assert (after - plain(x, conv, "none", None)).abs().max().item() < 1e-5
     assert not torch.allclose(before, after)
-    y = torch.randn(1, 8, 24, 20).contiguous(memory_format=CL)  # another input shape: packed again, still right
+
+
+@needs_onednn
+def test_a_replaced_weight_is_never_mistaken_for_the_packed_one() -> None:
+    # A new weight of the same size may land at the freed address of the packed one, with the
+    # same version (0): the cache keeps the packed weight's storage alive, so it cannot.
+    from elir_cli.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as in the CLI: freed blocks stay in the heap, so addresses come back often
+    x = cl_input(1, 64, 16, 16)
+    fresh = lambda: {"weight": (torch.randn(64, 64, 3, 3) / 24).contiguous(memory_format=CL),  # noqa: E731
+                     "bias": torch.randn(64)}
+    for trial in range(20):
+        conv = nn.Conv2d(64, 64, 3, padding=1)
+        conv.load_state_dict(fresh(), assign=True)
+        with torch.inference_mode():
+            conv2d_act(x, conv)  # packs this weight
+        conv.load_state_dict(fresh(), assign=True)  # frees it...
+        conv.weight = nn.Parameter(fresh()["weight"])  # ...and this one may take its address
+        with torch.inference_mode():
+            assert (conv2d_act(x, conv) - plain(x, conv, "none", None)).abs().max().item() < 1e-4, trial
+
+
+@needs_onednn
+def test_writes_through_data_need_clear_packed_weights() -> None:
+    conv, x = small_conv(), cl_input(1, 8, 16, 16)
     with torch.inference_mode():
-        assert (conv2d_act(y, conv) - plain(y, conv, "none", None)).abs().max().item() < 1e-5
-    assert cpu_conv._packed[conv][0] == (conv.weight.data_ptr(), conv.weight._version)  # one packed copy
+        conv2d_act(x, conv)
+    conv.weight.data.mul_(-1)  # .data bypasses the version counter: documented, and cleared by hand
+    cpu_conv.clear_packed_weights()
+    with torch.inference_mode():
+        assert (conv2d_act(x, conv) - plain(x, conv, "none", None)).abs().max().item() < 1e-5
+
+
+@needs_onednn
+def test_a_model_built_in_inference_mode_runs_and_follows_new_weights() -> None:
+    from elir_cli.runtime import prepare_model, resolve_runtime
+
+    x, noise = torch.rand(1, 3, 32, 48), torch.randn(1, 16, 4, 6)
+    with torch.inference_mode():  # weights become inference tensors (no version counter)
+        fast = prepare_model(tiny_model(seed=0), resolve_runtime("cpu", "fp32"))
+        got = fast(x, noise=noise)
+        assert (got - tiny_model(seed=0)(x, noise=noise)).abs().max().item() < 1e-4
+        fast.load_state_dict(tiny_model(seed=1).state_dict())
+        again = fast(x, noise=noise)
+        assert (again - tiny_model(seed=1)(x, noise=noise)).abs().max().item() < 1e-4
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's flags() context, not ours
+def test_onednn_off_hooks_and_string_padding_take_the_plain_path() -> None:
+    conv, x = small_conv(), cl_input(1, 8, 16, 16)
+    with torch.inference_mode():
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert onednn_calls(lambda: conv2d_act(x, conv, "relu")) == 0
+        seen = []
+        handle = conv.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+        try:
+            assert onednn_calls(lambda: conv2d_act(x, conv, "relu")) == 0
+        finally:
+            handle.remove()
+        assert seen == [torch.Size([1, 8, 16, 16])]
+        same = small_conv(padding="same")
+        assert (conv2d_act(x, same, "silu") - plain(x, same, "silu", None)).abs().max().item() < 1e-5
 
 
 @needs_onednn

@@ -121,6 +121,7 @@ print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge_kb)
 CLI_PROBE = """
 import os, sys
 from elir_cli.cli import main
+assert "torch" not in sys.modules  # else the request would come too late
 sys.argv = ["elir", "--version"]
 try:
     main()
