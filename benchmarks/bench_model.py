@@ -75,12 +75,7 @@ def stats_of(times: list[float]) -> Stats:
 def timed(fn: Callable[[], object], runs: int, warmup: int = 1) -> Stats:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return stats_of(times)
+    return stats_of([once(fn) for _ in range(runs)])
 
 
 def once(fn: Callable[[], object]) -> float:
@@ -132,7 +127,7 @@ def defaults_worker(conn: Connection, tasks: list[str], threads: int) -> None:
     """
     torch.set_num_threads(threads)
     runs: dict[str, Callable[[], object]] = {}
-    gfpgan = gfpgan_v14()
+    gfpgan = gfpgan_v14() if "bfr" in tasks else None  # GFPGAN is compared with bfr only
     if gfpgan is not None:
         runs["gfpgan"] = gfpgan
     for task in tasks:
@@ -320,8 +315,8 @@ def main() -> None:
     for _ in range(3):
         probe.rate()
     print(f"fp32 matmul ({MATMUL_N}^3, {args.threads} threads): {probe.best:.1f} GFLOP/s at the start")
-    gfpgan = gfpgan_v14()
-    if gfpgan is None:
+    gfpgan = gfpgan_v14() if "bfr" in args.tasks else None  # compared with bfr only
+    if gfpgan is None and "bfr" in args.tasks:
         print("GFPGAN comparison skipped: pip install -e '.[bench]' adds spandrel")
     try:
         rows = []

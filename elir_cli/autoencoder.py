@@ -57,7 +57,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = conv2d_act(x, layer) if isinstance(layer, nn.Conv2d) else layer(x)
+            x = _apply(layer, x)
         return x
 
 
@@ -90,9 +90,14 @@ class Decoder(nn.Module):
                 h = conv2d_act(h, layer, "relu")
                 i += 2
             else:
-                h = conv2d_act(h, layer) if isinstance(layer, nn.Conv2d) else layer(h)
+                h = _apply(layer, h)
                 i += 1
         return h
+
+
+def _apply(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One layer; a conv goes through :func:`conv2d_act` (packed weights on the CPU)."""
+    return conv2d_act(x, layer) if isinstance(layer, nn.Conv2d) else layer(x)
 
 
 def upsample_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
