@@ -105,9 +105,8 @@ def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
     started = time.perf_counter()
     try:
         for item in items:
-            existing = None if restorer.settings.overwrite else item.output.existing()
-            if existing is not None:
-                record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
+            if not restorer.needs_model(item.output):
+                record = FileRecord(input=str(item.src), output=str(item.output.existing()), status="skipped",
                                     hint="output exists (use --overwrite to redo it)")
             else:
                 faces_key = (item.relative.parent / item.output.path.name).as_posix()

@@ -267,9 +267,15 @@ def build_model(ckpt: Checkpoint, task: str | None = None, source: str = "checkp
     from .model import ElirModel
 
     config = resolve_config(ckpt, task)
-    model = ElirModel(config)
+    # Built on the meta device and handed the file's tensors (assign=True): no
+    # random initialisation of 37 M parameters to overwrite (~0.2 s) and no
+    # second copy of the weights in memory.
+    with torch.device("meta"):
+        model = ElirModel(config)
     check_state_dict(model, ckpt.state_dict, source)
-    model.load_state_dict(ckpt.state_dict, strict=True)
+    expected = model.state_dict()
+    state = {k: v.to(dtype=expected[k].dtype).contiguous() for k, v in ckpt.state_dict.items()}
+    model.load_state_dict(state, strict=True, assign=True)
     model.task = task or ckpt.task
     return model.eval()
 

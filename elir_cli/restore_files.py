@@ -13,6 +13,7 @@ import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .imageio import DecodedImage
     from .model import ElirModel
     from .pipeline import RestoreResult
+    from .runtime import Runtime
 
 HASH_CHUNK = 1 << 20
 COMPARE_SUFFIX = "_compare"
@@ -145,17 +147,38 @@ class FileRestorer:
     """Restores decoded images and files with one loaded model, detector and runtime."""
 
     def __init__(self, settings: RestoreSettings, *, log: Callable[[str], None] | None = None) -> None:
-        from .runtime import auto_batch_size, resolve_runtime
-
         self.settings = settings
-        self.runtime = resolve_runtime(settings.device, settings.precision)
-        self.batch_size = settings.batch_size or auto_batch_size(self.runtime.device)
         self._log = log or (lambda message: None)
         self._model: ElirModel | None = None
         self._bg_model: ElirModel | None = None
         self._detector = None
         self.weights_path: Path | None = None
-        self.weights_sha256: str | None = None
+        self._weights_sha256: str | None = None
+
+    # Resolved on first use, so that a run with nothing to do (every output
+    # already there) never imports torch.
+    @cached_property
+    def runtime(self) -> "Runtime":
+        from .runtime import resolve_runtime
+
+        return resolve_runtime(self.settings.device, self.settings.precision)
+
+    @cached_property
+    def batch_size(self) -> int:
+        from .runtime import auto_batch_size
+
+        return self.settings.batch_size or auto_batch_size(self.runtime.device)
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the loaded weights file, hashed on first request (only reports need it)."""
+        if self._weights_sha256 is None and self.weights_path is not None:
+            self._weights_sha256 = sha256_file(self.weights_path)
+        return self._weights_sha256
+
+    def needs_model(self, dst: "OutputName | None") -> bool:
+        """Whether restoring into ``dst`` would run the model (False: the output exists and is kept)."""
+        return dst is None or self.settings.overwrite or dst.existing() is None
 
     # -- loading, once ---------------------------------------------------------
     def prepare(self) -> None:
@@ -172,7 +195,6 @@ class FileRestorer:
         if self._model is None:
             self._model, self.weights_path = self._load(self.settings.weights or self.settings.task,
                                                         self.settings.task)
-            self.weights_sha256 = sha256_file(self.weights_path)
         return self._model
 
     def _load(self, source: str, task: str) -> tuple["ElirModel", Path]:

@@ -39,6 +39,22 @@ def test_pth_to_safetensors_round_trip_is_lossless(tiny_pth: Path, tmp_path: Pat
     assert torch.equal(a, b)
 
 
+def test_loaded_model_holds_the_file_tensors_in_float32(tmp_path: Path) -> None:
+    # load_model builds on the meta device and assigns the file's tensors: none may stay
+    # on meta, and a half-precision file is widened as load_state_dict's copy would.
+    state = tiny_model(seed=3).state_dict()
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() for k, v in state.items()}, path)
+    model = load_model(path, task="denoising")
+    loaded = dict(model.named_parameters())
+    assert loaded.keys() == state.keys()
+    for key, value in loaded.items():
+        assert value.device.type == "cpu" and value.dtype == torch.float32, key
+        assert torch.equal(value.detach(), state[key].half().float()), key
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(model.restore(x, generator=torch.Generator().manual_seed(0))).all()
+
+
 def test_format_is_recognised_by_content_not_name(tiny_pth: Path, tmp_path: Path) -> None:
     renamed = tmp_path / "looks_like.safetensors"
     renamed.write_bytes(tiny_pth.read_bytes())

@@ -86,6 +86,26 @@ def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: P
     assert "failed" in second.stdout.decode()
 
 
+def test_finished_batch_reruns_without_loading_anything(tiny_denoising: Path, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("faces/grace_hopper.jpg", "awkward/hopper.webp"):
+        shutil.copy(PHOTOS / name, src / Path(name).name)
+    first = run_elir("batch", str(src), "-o", str(out), "--weights", str(tiny_denoising), "--task", "denoising")
+    assert first.returncode == 0, first.stderr.decode()
+    written = {p: p.stat().st_mtime_ns for p in outputs(out)}
+    assert len(written) == 2
+    # Offline, and no bfr weights cached: loading anything would fail this rerun.
+    again = run_elir("batch", str(src), "-o", str(out), "--report", str(tmp_path / "r.json"),
+                     env={"HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr.decode()
+    assert "every output exists already" in again.stderr.decode()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["totals"] == {"restored": 0, "skipped": 2, "failed": 0}
+    assert report["settings"]["weights"] is None  # no model was loaded
+    assert {p: p.stat().st_mtime_ns for p in outputs(out)} == written
+
+
 def test_batch_json_and_clean_exit(tiny_denoising: Path, tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()

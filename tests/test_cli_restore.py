@@ -147,6 +147,19 @@ def test_existing_output_needs_overwrite(tiny_denoising: Path, tmp_path: Path) -
     assert dst.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_existing_output_fails_before_any_loading(tmp_path: Path) -> None:
+    # No bfr weights anywhere and the Hub offline: had the command loaded the model
+    # first, it would fail on the weights, after seconds of importing torch.
+    dst = tmp_path / "out.png"
+    dst.write_bytes(b"keep me")
+    result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(dst),
+                      env={"HF_HUB_OFFLINE": "1"})
+    line = assert_one_line_error(result)
+    assert "already exists" in line, line
+    assert "Running on" not in result.stderr.decode()
+    assert dst.read_bytes() == b"keep me"
+
+
 @pytest.mark.parametrize("args, expect", [
     (("restore", "missing.jpg"), "no such file"),
     (("restore", "x.jpg", "--fidelity", "2"), "fidelity"),

@@ -98,9 +98,11 @@ def restore(
     check_destinations(destinations)
 
     restorer = FileRestorer(settings, log=console.print)
-    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
-    _tip(console, restorer)
-    restorer.prepare()
+    if use_stdin or any(restorer.needs_model(dst) for _, dst in destinations):
+        console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+        _tip(console, restorer)
+        restorer.prepare()
+    # else every output exists already: each file fails at once below, without loading torch
     records = []
     failed = 0
     if use_stdin:
@@ -193,9 +195,13 @@ def batch(
     console = stderr_console(quiet=quiet)
     items = plan_batch(folder, output, suffix=suffix)
     restorer = FileRestorer(settings, log=console.print)
-    console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
-    _tip(console, restorer)
-    restorer.prepare()
+    if any(restorer.needs_model(item.output) for item in items):
+        console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
+        _tip(console, restorer)
+        restorer.prepare()
+    else:  # a finished run, run again: report it without loading torch, the model or the detector
+        console.print(f"[dim]{len(items)} images under {folder}; every output exists already "
+                      "(--overwrite redoes them)[/]")
     progress = _progress(console, enabled=not as_json and not quiet)
     with progress:
         task_id = progress.add_task("Restoring", total=len(items))
