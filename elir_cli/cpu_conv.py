@@ -9,8 +9,9 @@ the operators PyTorch's own CPU compiler (Inductor) emits for that,
 ``torch.ops.mkldnn._convolution_pointwise`` with weights from
 ``_reorder_convolution_weight``, and falls back to plain ``F.conv2d`` and
 separate ops whenever they do not apply: another device or dtype, autocast,
-autograd, an NCHW input, oneDNN switched off (``torch.backends.mkldnn``), a
-conv with hooks or string padding, or a PyTorch without the operators. Both
+autograd, ``torch.compile`` tracing, an NCHW input, oneDNN switched off
+(``torch.backends.mkldnn``), a conv with hooks or string padding, or a
+PyTorch without the operators. Both
 paths compute ``act(conv(x) + add)``; their results agree to float rounding.
 
 A conv's weight is packed once, for the first input shape it meets (one copy
@@ -81,6 +82,8 @@ def clear_packed_weights() -> None:
 def _fast_path(x: torch.Tensor, conv: nn.Conv2d, add: torch.Tensor | None) -> bool:
     global _AVAILABLE
     if _plain_depth or x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+        return False
+    if torch.compiler.is_compiling():  # torch.compile traces plain ops and fuses them itself
         return False
     if torch.is_grad_enabled() or _cpu_autocast_enabled() or not torch.backends.mkldnn.enabled:
         return False

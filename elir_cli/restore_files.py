@@ -48,6 +48,7 @@ class RestoreSettings:
     fidelity: float = 1.0
     seed: int | None = None
     batch_size: int | None = None  # None: runtime.auto_batch_size for the device
+    compile: bool = False  # torch.compile the networks (runtime.compile_model)
     upscale: int | None = None
     bg_task: str | None = None
     aligned: bool = False
@@ -209,7 +210,7 @@ class FileRestorer:
         model = load_model(path, task=task)
         if model.task and model.task != task:
             raise UsageError(f"the weights {path} are for task {model.task!r}, not {task!r}")
-        return prepare_model(model, self.runtime), path
+        return prepare_model(model, self.runtime, compile=self.settings.compile), path
 
     @property
     def bg_model(self) -> "ElirModel":
@@ -243,7 +244,7 @@ class FileRestorer:
             "steps": s.steps if s.steps is not None else (
                 self._model.config.k_steps if self._model is not None else get_task(s.task).model.k_steps),
             "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
-            "device": self.runtime.describe(), "batch_size": self.batch_size,
+            "device": self.runtime.describe(), "batch_size": self.batch_size, "compile": s.compile,
         }
 
     # -- restoring ---------------------------------------------------------------

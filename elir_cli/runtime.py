@@ -5,8 +5,8 @@ activations and a glibc allocator that keeps freed memory (no mmap/trim
 churn for the ~64 MB activations) take bfr from ~3.9 s to ~2.5 s per face;
 transparent huge pages for those activations (fewer TLB misses) give
 another ~5 %.
-``torch.compile`` took ~100 s to compile and gave no steady-state gain here,
-so it is not used.
+``torch.compile`` took 34-79 s to compile bfr and gave no steady-state gain
+here, so it is opt-in (:func:`compile_model`, ``--compile``).
 """
 
 from __future__ import annotations
@@ -172,8 +172,11 @@ def tune_cpu_allocator() -> bool:
     return ok
 
 
-def prepare_model(model: "ElirModel", runtime: Runtime) -> "ElirModel":
-    """Inference-ready: eval, no grads, on the device, channels-last, autocast dtype."""
+def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False) -> "ElirModel":
+    """Inference-ready: eval, no grads, on the device, channels-last, autocast dtype.
+
+    ``compile=True`` also applies :func:`compile_model`.
+    """
     import torch
 
     if runtime.device.type == "cpu":
@@ -181,4 +184,23 @@ def prepare_model(model: "ElirModel", runtime: Runtime) -> "ElirModel":
     model = model.eval().requires_grad_(False).to(runtime.device)
     model = model.to(memory_format=torch.channels_last)
     model.compute_dtype = runtime.compute_dtype
+    return compile_model(model) if compile else model
+
+
+def compile_model(model: "ElirModel") -> "ElirModel":
+    """``torch.compile`` the encoder, coarse estimator, vector field and decoder, in place.
+
+    Opt-in: on the 2-core CPU of the README it took 34-79 s at the first face
+    and was no faster afterwards; on a GPU it can pay over a long batch. The
+    first call for each input shape compiles (a batch's last, smaller group
+    compiles once more). Where compiling fails (Inductor needs a C++ compiler
+    on the CPU), that part runs uncompiled: dynamo's ``suppress_errors``,
+    which this turns on for the process. The module names and the
+    ``state_dict`` keys stay as they were.
+    """
+    import torch
+
+    torch._dynamo.config.suppress_errors = True
+    for part in (model.enc, model.mmse, model.fmir, model.dec):
+        part.compile(dynamic=False)
     return model

@@ -94,3 +94,19 @@ def test_a_one_pixel_image_does_not_hang_the_warp() -> None:
             "print(warp_affine(np.ones((1, 1, 3), np.float32), np.array([[4.0, 0, 0], [0, 4.0, 0]]), (8, 8)).shape)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "(8, 8, 3)" in done.stdout, done.stderr
+
+
+def test_compile_setting_reaches_the_loaded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Wiring only: the compiled model's numbers are checked in test_runtime (compiling takes a minute).
+    import torch
+
+    from cli_helpers import tiny_weights
+
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", torch._dynamo.config.suppress_errors)
+    weights = str(tiny_weights(tmp_path))
+    for flag in (False, True):
+        restorer = FileRestorer(RestoreSettings(task="denoising", weights=weights, device="cpu", compile=flag))
+        model = restorer.model
+        compiled = [part._compiled_call_impl is not None for part in (model.enc, model.mmse, model.fmir, model.dec)]
+        assert compiled == [flag] * 4
+        assert restorer.describe()["compile"] is flag

@@ -76,6 +76,41 @@ def test_prepared_model_matches_the_plain_one() -> None:
     assert (a - b).abs().max().item() < 1e-4
 
 
+COMPILE_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from torch._dynamo.utils import counters
+from elir_cli.runtime import prepare_model, resolve_runtime
+from tiny import TINY, tiny_model
+
+runtime = resolve_runtime("cpu", "fp32")
+plain = prepare_model(tiny_model(seed=3), runtime)
+compiled = prepare_model(tiny_model(seed=3), runtime, compile=True)
+x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+noise = torch.randn(1, TINY.latent_channels, 8, 12, generator=torch.Generator().manual_seed(1))
+with torch.inference_mode():
+    a, b = plain(x, noise=noise), compiled(x, noise=noise)
+print(json.dumps({"max_diff": (a - b).abs().max().item(), "graphs": counters["stats"]["unique_graphs"],
+                  "keys_same": list(plain.state_dict()) == list(compiled.state_dict())}))
+"""
+
+
+def test_compiled_model_matches_the_plain_one() -> None:
+    # A child process: torch.compile's caches and settings are process-wide.
+    import json
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(Path(__file__).parent)],
+                          capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["graphs"] >= 4, result  # the four networks were captured, not silently left eager
+    assert result["keys_same"], result
+    assert result["max_diff"] < 1e-4, result
+
+
 def test_half_precision_keeps_the_sampler_in_float32() -> None:
     model = tiny_model(seed=4)
     model.compute_dtype = torch.bfloat16  # CPU autocast runs bf16 even where it is emulated

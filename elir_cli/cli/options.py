@@ -49,6 +49,7 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for repeatable
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; the device used is reported.", rich_help_panel=MODEL)]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, or fp16/bf16 where the device supports it.", rich_help_panel=MODEL)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces restored at once; it bounds memory (default: 1 on the CPU, where batching is not faster; 4 on a GPU).", rich_help_panel=MODEL)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model: the first face compiles it (minutes on a small CPU); may pay on a GPU over a long batch.", rich_help_panel=MODEL)]
 Upscale = Annotated[Optional[int], typer.Option("--upscale", min=1, max=16, help="Output scale (default: the task's).", rich_help_panel=OUTPUT)]
 BgTask = Annotated[Optional[str], typer.Option("--bg-task", help="Restore the background with this task (bsr); default: resize it.", rich_help_panel=MODEL)]
 Aligned = Annotated[bool, typer.Option("--aligned", help="Inputs are already aligned face crops: skip detection.", rich_help_panel=FACES)]
