@@ -155,6 +155,7 @@ class FileRestorer:
         self._detector = None
         self.weights_path: Path | None = None
         self._weights_sha256: str | None = None
+        self._files: dict[str, Path] = {}  # weights source -> local file
 
     # Resolved on first use, so that a run with nothing to do (every output
     # already there) never imports torch.
@@ -182,9 +183,20 @@ class FileRestorer:
         return dst is None or self.settings.overwrite or dst.existing() is None
 
     # -- loading, once ---------------------------------------------------------
+    def fetch_weights(self) -> None:
+        """Find (downloading if needed) the weights of the task and the background task.
+
+        Needs no torch, so weights that cannot be had fail at once instead
+        of after seconds of imports; :meth:`prepare` does it too.
+        """
+        self._weights_file(self.settings.weights or self.settings.task, self.settings.task)
+        if self.settings.bg_task:
+            self._weights_file(self.settings.bg_task, self.settings.bg_task)
+
     def prepare(self) -> None:
         """Load the model, the detector and the background model now, so that a
         missing download fails once, before any file, not once per file."""
+        self.fetch_weights()
         _ = self.model
         if self.settings.bg_task:
             _ = self.bg_model
@@ -198,15 +210,22 @@ class FileRestorer:
                                                         self.settings.task)
         return self._model
 
+    def _weights_file(self, source: str, task: str) -> Path:
+        """``source`` as a file: a path as given, or the task's registry weights (fetched once)."""
+        if source not in self._files:
+            path = Path(source)
+            if not path.exists() and os.sep not in source and source == task:
+                from .hub import ensure_task_weights
+
+                path = ensure_task_weights(task)
+            self._files[source] = path
+        return self._files[source]
+
     def _load(self, source: str, task: str) -> tuple["ElirModel", Path]:
         from .checkpoint import load_model
         from .runtime import prepare_model
 
-        path = Path(source)
-        if not path.exists() and os.sep not in source and source == task:
-            from .hub import ensure_task_weights
-
-            path = ensure_task_weights(task)
+        path = self._weights_file(source, task)
         model = load_model(path, task=task)
         if model.task and model.task != task:
             raise UsageError(f"the weights {path} are for task {model.task!r}, not {task!r}")

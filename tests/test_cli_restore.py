@@ -160,6 +160,17 @@ def test_existing_output_fails_before_any_loading(tmp_path: Path) -> None:
     assert dst.read_bytes() == b"keep me"
 
 
+def test_unavailable_weights_fail_before_the_model_is_set_up(tmp_path: Path) -> None:
+    # Offline with nothing cached: the weights are looked for before torch is imported
+    # (that import alone takes seconds), so the error comes before "Running on ...".
+    result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(tmp_path / "out.png"),
+                      env={"HF_HUB_OFFLINE": "1"})
+    line = assert_one_line_error(result)
+    assert "not cached" in line and "HF_HUB_OFFLINE" in line, line
+    assert "Running on" not in result.stderr.decode()
+    assert not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.parametrize("args, expect", [
     (("restore", "missing.jpg"), "no such file"),
     (("restore", "x.jpg", "--fidelity", "2"), "fidelity"),

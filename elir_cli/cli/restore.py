@@ -100,6 +100,7 @@ def restore(
 
     restorer = FileRestorer(settings, log=console.print)
     if use_stdin or any(restorer.needs_model(dst) for _, dst in destinations):
+        restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
         console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
         _tip(console, restorer)
         restorer.prepare()
@@ -198,6 +199,7 @@ def batch(
     items = plan_batch(folder, output, suffix=suffix)
     restorer = FileRestorer(settings, log=console.print)
     if any(restorer.needs_model(item.output) for item in items):
+        restorer.fetch_weights()
         console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
         _tip(console, restorer)
         restorer.prepare()
