@@ -198,9 +198,13 @@ def compile_model(model: "ElirModel") -> "ElirModel":
     which this turns on for the process. The module names and the
     ``state_dict`` keys stay as they were.
     """
+    import logging
+
     import torch
 
     torch._dynamo.config.suppress_errors = True
+    # Inductor's C++ build warns "No CUDA runtime is found" on every CPU-only machine.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     for part in (model.enc, model.mmse, model.fmir, model.dec):
         part.compile(dynamic=False)
     return model
