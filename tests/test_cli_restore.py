@@ -147,6 +147,21 @@ def test_existing_output_needs_overwrite(tiny_denoising: Path, tmp_path: Path) -
     assert dst.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compile_gives_the_same_image(tiny_denoising: Path, tmp_path: Path) -> None:
+    # The real --compile path end to end (Inductor builds C++ kernels: about a minute cold).
+    src = PHOTOS / "faces" / "astronaut.png"
+    outs = {}
+    for flag in ((), ("--compile",)):
+        out = tmp_path / f"out{len(flag)}.png"
+        result = run_elir("restore", str(src), "-o", str(out), "--weights", str(tiny_denoising), *COMMON, *flag)
+        assert result.returncode == 0, result.stderr.decode()
+        assert json.loads(result.stdout)["settings"]["compile"] is bool(flag)
+        assert ("first image compiles the model" in result.stderr.decode()) is bool(flag)
+        outs[flag] = np.asarray(Image.open(out), dtype=np.int16)
+    # outputs within 1e-4 before 8-bit rounding: at most one level apart
+    assert np.abs(outs[()] - outs[("--compile",)]).max() <= 1
+
+
 def test_existing_output_fails_before_any_loading(tmp_path: Path) -> None:
     # No bfr weights anywhere and the Hub offline: had the command loaded the model
     # first, it would fail on the weights, after seconds of importing torch.

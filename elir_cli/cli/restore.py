@@ -141,6 +141,8 @@ def _tip(console, restorer) -> None:  # type: ignore[no-untyped-def]
     hint = restorer.faster_precision_hint()
     if hint:
         console.print(f"[dim]Tip: {hint}[/]")
+    if restorer.settings.compile:
+        console.print("[dim]--compile: the first image compiles the model (a minute or more on a CPU)[/]")
 
 
 def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
