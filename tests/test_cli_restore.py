@@ -125,6 +125,17 @@ def test_stdin_to_stdout(tiny_denoising: Path) -> None:
     assert b"Restored" in result.stderr
 
 
+def test_file_to_stdout_sets_up_before_the_file(tiny_denoising: Path) -> None:
+    # Writing to stdout has no output file that could already exist: the model is set
+    # up (and the device reported) before the file, as for any other run.
+    result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", "-", "--weights",
+                      str(tiny_denoising), "--task", "denoising", "--seed", "0", "--ext", "png")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    err = result.stderr.decode()
+    assert "Running on cpu" in err and err.index("Running on") < err.index("Restored"), err
+
+
 def test_output_never_replaces_the_input(tiny_denoising: Path, tmp_path: Path) -> None:
     src = tmp_path / "photo.png"
     shutil.copy(PHOTOS / "faces" / "astronaut.png", src)

@@ -99,7 +99,7 @@ def restore(
     check_destinations(destinations)
 
     restorer = FileRestorer(settings, log=console.print)
-    if use_stdin or any(restorer.needs_model(dst) for _, dst in destinations):
+    if use_stdin or to_stdout or any(restorer.needs_model(dst) for _, dst in destinations):
         restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
         console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
         _tip(console, restorer)
