@@ -105,8 +105,8 @@ def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
     started = time.perf_counter()
     try:
         for item in items:
-            if not restorer.needs_model(item.output):
-                record = FileRecord(input=str(item.src), output=str(item.output.existing()), status="skipped",
+            if (existing := restorer.kept_output(item.output)) is not None:
+                record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
                                     hint="output exists (use --overwrite to redo it)")
             else:
                 faces_key = (item.relative.parent / item.output.path.name).as_posix()

@@ -11,8 +11,8 @@ the operators PyTorch's own CPU compiler (Inductor) emits for that,
 separate ops whenever they do not apply: another device or dtype, autocast,
 autograd, ``torch.compile`` tracing, an NCHW input, oneDNN switched off
 (``torch.backends.mkldnn``), a conv with hooks or string padding, or a
-PyTorch without the operators. Both
-paths compute ``act(conv(x) + add)``; their results agree to float rounding.
+PyTorch without the operators. Both paths compute ``act(conv(x) + add)``;
+their results agree to float rounding.
 
 A conv's weight is packed once, for the first input shape it meets (one copy
 of the weights, whatever the shapes later). An input of another shape still

@@ -178,9 +178,13 @@ class FileRestorer:
             self._weights_sha256 = sha256_file(self.weights_path)
         return self._weights_sha256
 
+    def kept_output(self, dst: "OutputName | None") -> Path | None:
+        """The existing output of ``dst`` that this run keeps (None: it writes ``dst``)."""
+        return None if dst is None or self.settings.overwrite else dst.existing()
+
     def needs_model(self, dst: "OutputName | None") -> bool:
         """Whether restoring into ``dst`` would run the model (False: the output exists and is kept)."""
-        return dst is None or self.settings.overwrite or dst.existing() is None
+        return self.kept_output(dst) is None
 
     # -- loading, once ---------------------------------------------------------
     def fetch_weights(self) -> None:
@@ -305,7 +309,7 @@ class FileRestorer:
         record = FileRecord(input=display_name or str(src))
         started = time.perf_counter()
         try:
-            if dst is not None and not s.overwrite and (existing := dst.existing()) is not None:
+            if (existing := self.kept_output(dst)) is not None:
                 raise OutputExistsError(f"output {existing} already exists",
                                         hint="pass --overwrite to replace it, or choose another name")
             image = read_image(data if data is not None else src,  # type: ignore[arg-type]
