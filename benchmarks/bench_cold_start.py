@@ -9,9 +9,10 @@ Two parts:
   temporary cache), split into the model's share (the file's own time from
   ``--json``) and start-up (imports and loading); the imports on their own
   (``import torch``; facexlib's detector, which imports torchvision, which
-  imports ``torch._dynamo``); and the two commands that have nothing to
+  imports ``torch._dynamo``); the two commands that have nothing to
   restore (an output that exists; a finished batch run again), which must
-  answer without loading anything.
+  answer without loading anything; and a restore with no weights cached
+  and the Hub offline, which must fail before torch is imported.
 
 Prints tables of median / min / max wall time and writes the raw numbers to JSON.
 
@@ -107,7 +108,12 @@ def photo_results(base: list[str], env: dict[str, str], runs: int, folder: Path)
     time_once(base + ["batch", str(tree), "-o", str(folder / "done")], env)
     rerun = summary("elir batch, all done",
                     [time_once(base + ["batch", str(tree), "-o", str(folder / "done")], env) for _ in range(runs)])
-    return [*imports, first, exists, rerun]
+    # No weights anywhere (an empty cache) and the Hub offline: the one-line error.
+    bare = {**env, "ELIR_CACHE": str(folder / "empty"), "HF_HUB_OFFLINE": "1"}
+    missing = summary("elir restore, no weights, offline",
+                      [time_once(base + ["restore", str(PHOTO), "-o", str(folder / "none.jpg")], bare, expect=1)
+                       for _ in range(runs)])
+    return [*imports, first, exists, rerun, missing]
 
 
 def main() -> None:
