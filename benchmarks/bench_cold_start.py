@@ -73,9 +73,9 @@ def import_weights(base: list[str], env: dict[str, str], folder: Path) -> None:
     """Random full-size bfr weights, imported into the cache as a user would import real ones."""
     import torch
 
-    from elir_cli.checkpoint import save_safetensors
-    from elir_cli.model import ElirModel
-    from elir_cli.tasks import get_task
+    from elir_cli.model.checkpoint import save_safetensors
+    from elir_cli.model.elir import ElirModel
+    from elir_cli.registry.tasks import get_task
 
     torch.manual_seed(0)
     config = get_task("bfr").model

@@ -50,7 +50,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
-from elir_cli.runtime import request_huge_pages
+from elir_cli.model.runtime import request_huge_pages
 
 request_huge_pages()  # first, as the CLI does: before torch allocates anything
 import torch  # noqa: E402
@@ -59,10 +59,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from reference_elir import reference_forward  # noqa: E402
 
-from elir_cli.cpu_conv import plain_convs  # noqa: E402
-from elir_cli.model import ElirModel  # noqa: E402
-from elir_cli.runtime import cpu_supports_bf16, prepare_model, resolve_runtime  # noqa: E402
-from elir_cli.tasks import get_task, task_names  # noqa: E402
+from elir_cli.model.cpu_conv import plain_convs  # noqa: E402
+from elir_cli.model.elir import ElirModel  # noqa: E402
+from elir_cli.model.runtime import cpu_supports_bf16, prepare_model, resolve_runtime  # noqa: E402
+from elir_cli.registry.tasks import get_task, task_names  # noqa: E402
 
 NATIVE_SIZE = {"bfr": 512, "sr": 256, "denoising": 256, "inpainting": 256, "bsr": 256}
 MATMUL_N = 4096

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from elir_cli.runtime import request_huge_pages
+from elir_cli.model.runtime import request_huge_pages
 
 request_huge_pages()  # first, as the CLI does: before torch allocates anything
 import cv2  # noqa: E402
@@ -29,11 +29,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from elir_cli.detection import FaceDetector  # noqa: E402
-from elir_cli.model import ElirModel  # noqa: E402
-from elir_cli.pipeline import model_restorer, restore_array  # noqa: E402
-from elir_cli.runtime import auto_batch_size, prepare_model, resolve_runtime  # noqa: E402
-from elir_cli.tasks import ModelConfig, get_task  # noqa: E402
+from elir_cli.faces.detection import FaceDetector  # noqa: E402
+from elir_cli.model.elir import ElirModel  # noqa: E402
+from elir_cli.pipeline.photo import model_restorer, restore_array  # noqa: E402
+from elir_cli.model.runtime import auto_batch_size, prepare_model, resolve_runtime  # noqa: E402
+from elir_cli.registry.tasks import get_task  # noqa: E402
+from elir_cli.model.config import ModelConfig
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos" / "faces"
 TINY = ModelConfig(k_steps=2, sigma_s=0.1, hid_channels=32, n_mid_blocks=1, rrdb_c_hid=16, n_rrdb=1)

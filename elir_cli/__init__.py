@@ -2,6 +2,22 @@
 
 The public face of the package. Names that need torch are imported lazily, so
 ``import elir_cli`` (and ``elir --help``) stays fast.
+
+The package reads top-down, one subpackage per concern; each says in its
+docstring what it owns and which others it may import (``May import:``), and
+``tests/test_layering.py`` holds the code to that:
+
+- ``model/``     (0) the network and its file formats, pure torch
+- ``registry/``  (1) tasks, manifest, downloads, the store, loading by task
+- ``images/``    (1) decoding and encoding stills, metadata, 16-bit PNG
+- ``faces/``     (2) detection, alignment, paste
+- ``pipeline/``  (3) photo restoration, tiling, files, batches
+- ``cli/``       (5) thin Typer commands over all of it
+
+Features built on the pipeline (video, serving, evaluation, distributed
+batches) are layer 4, each its own subpackage. The base modules
+``errors``, ``atomicwrite`` and ``_version`` may be imported by any layer and
+import no subpackage.
 """
 
 from __future__ import annotations
@@ -22,32 +38,37 @@ from .errors import (
     UnsafeCheckpointError,
     UsageError,
 )
-from .tasks import ModelConfig, Task, get_task, load_manifest, task_names
+from .model.config import ModelConfig
+from .registry.tasks import Task, get_task, load_manifest, task_names
 
 if TYPE_CHECKING:
-    from .checkpoint import convert_to_safetensors, load_model, read_checkpoint
-    from .imageio import DecodedImage, is_image_file, make_output, read_image
-    from .imagewrite import encode_image, write_image
-    from .hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
-    from .model import ElirModel
+    from .images.read import DecodedImage, is_image_file, make_output, read_image
+    from .images.write import encode_image, write_image
+    from .model.checkpoint import read_checkpoint
+    from .model.elir import ElirModel
+    from .pipeline.photo import RestoreResult, restore_array, restore_image
+    from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
+    from .registry.loading import convert_to_safetensors, load_model
 
+# Public name -> the module that defines it, imported on first use.
 _LAZY = {
-    "load_model": "checkpoint",
-    "read_checkpoint": "checkpoint",
-    "convert_to_safetensors": "checkpoint",
-    "ElirModel": "model",
-    "restore_image": "pipeline",
-    "ensure_task_weights": "hub",
-    "cached_task_weights": "hub",
-    "ensure_detector_weights": "hub",
-    "import_task_weights": "hub",
-    "RestoreResult": "pipeline",
-    "DecodedImage": "imageio",
-    "read_image": "imageio",
-    "is_image_file": "imageio",
-    "make_output": "imageio",
-    "encode_image": "imagewrite",
-    "write_image": "imagewrite",
+    "load_model": "registry.loading",
+    "convert_to_safetensors": "registry.loading",
+    "read_checkpoint": "model.checkpoint",
+    "ElirModel": "model.elir",
+    "restore_image": "pipeline.photo",
+    "restore_array": "pipeline.photo",
+    "RestoreResult": "pipeline.photo",
+    "ensure_task_weights": "registry.hub",
+    "cached_task_weights": "registry.hub",
+    "ensure_detector_weights": "registry.hub",
+    "import_task_weights": "registry.hub",
+    "DecodedImage": "images.read",
+    "read_image": "images.read",
+    "is_image_file": "images.read",
+    "make_output": "images.read",
+    "encode_image": "images.write",
+    "write_image": "images.write",
 }
 
 __all__ = [
@@ -81,6 +102,7 @@ __all__ = [
     "make_output",
     "read_checkpoint",
     "read_image",
+    "restore_array",
     "restore_image",
     "task_names",
     "write_image",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from elir_cli.checkpoint import save_safetensors
+from elir_cli.model.checkpoint import save_safetensors
 from tiny import TINY, tiny_model
 
 ELIR = [sys.executable, "-m", "elir_cli"]

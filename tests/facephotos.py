@@ -84,7 +84,7 @@ COLLAGE = [
 @lru_cache(maxsize=1)
 def shared_detector():
     """One bundled detector for the whole test session (it keeps no per-image state)."""
-    from elir_cli.detection import FaceDetector
+    from elir_cli.faces.detection import FaceDetector
 
     return FaceDetector()
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from elir_cli.checkpoint import save_safetensors
-from elir_cli.model import ElirModel
-from elir_cli.tasks import ModelConfig, weights_dir
+from elir_cli.model.checkpoint import save_safetensors
+from elir_cli.model.elir import ElirModel
+from elir_cli.registry.tasks import weights_dir
+from elir_cli.model.config import ModelConfig
 
 TINY_ARCH = {"hid_channels": 32, "n_mid_blocks": 1, "rrdb_c_hid": 16, "n_rrdb": 1}
 

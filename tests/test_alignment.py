@@ -7,7 +7,7 @@ import pytest
 import torch
 from facephotos import collage, load, shared_detector
 
-from elir_cli.alignment import (FFHQ_TEMPLATE_512, align_face, alignment_matrix, apply_affine, face_template,
+from elir_cli.faces.alignment import (FFHQ_TEMPLATE_512, align_face, alignment_matrix, apply_affine, face_template,
                                 masked_input, similarity_transform, sr_input, warp_affine)
 
 

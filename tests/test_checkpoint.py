@@ -10,11 +10,8 @@ import torch
 
 import goldens
 from elir_cli import load_model
-from elir_cli.checkpoint import (
-    convert_to_safetensors,
-    read_checkpoint,
-    save_safetensors,
-)
+from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
+from elir_cli.registry.loading import convert_to_safetensors
 from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
 from tiny import TINY, tiny_model
 

@@ -242,6 +242,16 @@ def test_aligned_input_skips_detection(tiny_denoising: Path, tmp_path: Path) -> 
     assert without.returncode == 0
 
 
+def test_aligned_with_a_face_choice_is_refused(tiny_denoising: Path, tmp_path: Path) -> None:
+    """--aligned has no detection to choose from: --faces is refused in one line, not ignored."""
+    crop = tmp_path / "crop.png"
+    Image.new("RGB", (256, 256), (120, 100, 90)).save(crop)
+    for command in (["restore", str(crop), "-o", str(tmp_path / "out.png")], ["batch", str(tmp_path), "-o", str(tmp_path / "o")]):
+        result = run_elir(*command, "--weights", str(tiny_denoising), "--aligned", "--faces", "0", *COMMON)
+        assert assert_one_line_error(result) == "Error: --aligned skips face detection, so --faces would be ignored"
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "o").exists()
+
+
 def test_weights_for_another_task_are_refused(tiny_denoising: Path, tmp_path: Path) -> None:
     result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(tmp_path / "o.png"),
                       "--weights", str(tiny_denoising), "--task", "bfr")

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from elir_cli import cpu_conv
-from elir_cli.cpu_conv import conv2d_act, fused_conv_available
+from elir_cli.model import cpu_conv
+from elir_cli.model.cpu_conv import conv2d_act, fused_conv_available
 from tiny import tiny_model
 
 CL = torch.channels_last
@@ -84,7 +84,7 @@ def test_a_weight_is_packed_once_and_again_after_an_in_place_write() -> None:
 def test_a_replaced_weight_is_never_mistaken_for_the_packed_one() -> None:
     # A new weight of the same size may land at the freed address of the packed one, with the
     # same version (0): the cache keeps the packed weight's storage alive, so it cannot.
-    from elir_cli.runtime import tune_cpu_allocator
+    from elir_cli.model.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()  # as in the CLI: freed blocks stay in the heap, so addresses come back often
     x = cl_input(1, 64, 16, 16)
@@ -114,7 +114,7 @@ def test_writes_through_data_need_clear_packed_weights() -> None:
 
 @needs_onednn
 def test_a_model_built_in_inference_mode_runs_and_follows_new_weights() -> None:
-    from elir_cli.runtime import prepare_model, resolve_runtime
+    from elir_cli.model.runtime import prepare_model, resolve_runtime
 
     x, noise = torch.rand(1, 3, 32, 48), torch.randn(1, 16, 4, 6)
     with torch.inference_mode():  # weights become inference tensors (no version counter)
@@ -161,7 +161,7 @@ def test_plain_path_under_autograd_autocast_and_nchw() -> None:
 
 @needs_onednn
 def test_prepared_model_runs_every_conv_fused_and_matches_the_plain_model() -> None:
-    from elir_cli.runtime import prepare_model, resolve_runtime
+    from elir_cli.model.runtime import prepare_model, resolve_runtime
 
     plain_model = tiny_model()
     fast = prepare_model(tiny_model(), resolve_runtime("cpu", "fp32"))

@@ -8,7 +8,7 @@ import torch
 from facephotos import FACE_PHOTOS, collage, load, shared_detector
 from facexlib.detection.retinaface_utils import PriorBox
 
-from elir_cli.detection import Face, FaceDetector, prior_boxes, select_faces
+from elir_cli.faces.detection import Face, FaceDetector, prior_boxes, select_faces
 from elir_cli.errors import CheckpointError, UsageError
 
 
@@ -54,7 +54,7 @@ def test_numbering_ties_go_top_to_bottom() -> None:
     lm = np.zeros((5, 2))
     a = Face(index=-1, box=(10, 50, 30, 70), score=0.9, landmarks=lm)
     b = Face(index=-1, box=(10, 10, 30, 30), score=0.9, landmarks=lm)
-    from elir_cli.detection import number_faces
+    from elir_cli.faces.detection import number_faces
 
     ordered = number_faces([a, b])
     assert [f.box[1] for f in ordered] == [10, 50]

@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from elir_cli import cache, hub, inventory
-from elir_cli.checkpoint import load_model
+from elir_cli.registry import hub, inventory, store
+from elir_cli.registry.loading import load_model
 from elir_cli.errors import (
     CacheError,
     ChecksumMismatchError,
@@ -30,7 +30,7 @@ from elir_cli.errors import (
     UnsafeCheckpointError,
     UsageError,
 )
-from elir_cli.tasks import load_manifest
+from elir_cli.registry.tasks import load_manifest
 from hub_server import HubServer, ReleaseServer
 from hubtools import detector_path, release_path, sha256, tiny_files, write_tiny_manifest
 
@@ -68,8 +68,8 @@ def test_first_download_then_cached_reuse_offline(hub_server_bfr: tuple, monkeyp
     server, data = hub_server_bfr
     path = hub.ensure_task_weights("bfr")
     assert path.read_bytes() == data
-    assert path.is_relative_to(cache.hub_cache_dir())
-    record = cache.read_record("tasks", "bfr")
+    assert path.is_relative_to(store.hub_cache_dir())
+    record = store.read_record("tasks", "bfr")
     assert record is not None and record.sha256 == sha256(data) and record.source == "hub"
     assert server.count("GET", "/cdn/") == 1
 
@@ -148,17 +148,17 @@ def test_checksum_mismatch_removes_the_hub_file(hub_server: HubServer, tmp_path:
     with pytest.raises(ChecksumMismatchError) as err:
         hub.ensure_task_weights("bfr")
     assert sha256(data) in err.value.message and "removed" in err.value.message
-    repo_dir = cache.hub_repo_dir(REPO)
+    repo_dir = store.hub_repo_dir(REPO)
     assert not list((repo_dir / "snapshots").rglob("*.safetensors"))
     assert not list((repo_dir / "blobs").iterdir())
-    assert cache.read_record("tasks", "bfr") is None
+    assert store.read_record("tasks", "bfr") is None
     assert hub.cached_task_weights("bfr") is None
 
     # With the right hash registered, the same server passes.
     manifest = write_tiny_manifest(tmp_path / "m2.json", sha256s={("bfr", "hub"): sha256(data)})
     monkeypatch.setenv("ELIR_MANIFEST", str(manifest))
     record_path = hub.ensure_task_weights("bfr")
-    assert cache.read_record("tasks", "bfr").verified_against_manifest  # type: ignore[union-attr]
+    assert store.read_record("tasks", "bfr").verified_against_manifest  # type: ignore[union-attr]
     assert record_path.read_bytes() == data
 
 
@@ -168,7 +168,7 @@ def test_dropped_connection_resumes_with_range(hub_server_bfr: tuple) -> None:
     path = hub.ensure_task_weights("bfr")
     assert path.read_bytes() == data
     assert any(m == "GET" and status == 206 for m, _, status in server.log)  # resumed, not restarted
-    assert not leftovers(cache.hub_cache_dir())
+    assert not leftovers(store.hub_cache_dir())
 
 
 def test_truncated_transfer_is_an_error_and_leaves_nothing(hub_server_bfr: tuple) -> None:
@@ -177,8 +177,8 @@ def test_truncated_transfer_is_an_error_and_leaves_nothing(hub_server_bfr: tuple
     with pytest.raises(DownloadError) as err:
         hub.ensure_task_weights("bfr")
     assert "cut short" in err.value.message
-    assert not list((cache.hub_repo_dir(REPO) / "blobs").glob("*[!.lock]"))
-    assert not leftovers(cache.hub_cache_dir())
+    assert not list((store.hub_repo_dir(REPO) / "blobs").glob("*[!.lock]"))
+    assert not leftovers(store.hub_cache_dir())
     assert hub.cached_task_weights("bfr") is None
 
 
@@ -193,14 +193,14 @@ def test_hub_miss_falls_back_to_release_and_converts_once(miss: str, hub_server:
     pth = tiny_files("sr")["pth"]
     release_server.add(release_path("sr"), pth)
     path = hub.ensure_task_weights("sr")
-    assert path == cache.store_task_path("sr", "elir_sr.safetensors")
+    assert path == store.store_task_path("sr", "elir_sr.safetensors")
     original = torch.load(write_file(tmp_path / "original.pth", pth), weights_only=True)
     converted = load_file(str(path))
     assert converted.keys() == original.keys()
     assert all(torch.equal(converted[k], original[k]) for k in original)
-    record = cache.read_record("tasks", "sr")
+    record = store.read_record("tasks", "sr")
     assert record is not None and record.source == "release" and record.origin_sha256 == sha256(pth)
-    assert not list(cache.downloads_dir().iterdir())  # the .pth is not kept
+    assert not list(store.downloads_dir().iterdir())  # the .pth is not kept
 
     # From now on: no network at all.
     before = (len(hub_server.log), len(release_server.log))
@@ -218,7 +218,7 @@ def test_unresolvable_hub_falls_back_to_release_at_once(release_server: ReleaseS
     started = time.monotonic()
     path = hub.ensure_task_weights("sr")
     assert time.monotonic() - started < 10  # huggingface_hub's own retries would take ~25 s
-    assert cache.read_record("tasks", "sr").source == "release"
+    assert store.read_record("tasks", "sr").source == "release"
     assert path.exists()
 
 
@@ -234,8 +234,8 @@ def test_release_checksum_mismatch(hub_server: HubServer, release_server: Releas
     monkeypatch.setenv("ELIR_MANIFEST", str(manifest))
     with pytest.raises(ChecksumMismatchError):
         hub.ensure_task_weights("sr")
-    assert not cache.store_task_path("sr", "elir_sr.safetensors").exists()
-    assert not list(cache.downloads_dir().iterdir())
+    assert not store.store_task_path("sr", "elir_sr.safetensors").exists()
+    assert not list(store.downloads_dir().iterdir())
 
 
 def test_malicious_release_pth_is_refused_and_never_runs(hub_server: HubServer, release_server: ReleaseServer,
@@ -245,8 +245,8 @@ def test_malicious_release_pth_is_refused_and_never_runs(hub_server: HubServer, 
     with pytest.raises(UnsafeCheckpointError):
         hub.ensure_task_weights("sr")
     assert not marker.exists()
-    assert not cache.store_task_path("sr", "elir_sr.safetensors").exists()
-    assert not list(cache.downloads_dir().iterdir())
+    assert not store.store_task_path("sr", "elir_sr.safetensors").exists()
+    assert not list(store.downloads_dir().iterdir())
 
 
 def test_nothing_anywhere_is_a_clear_404(hub_server: HubServer, release_server: ReleaseServer, tiny_manifest: Path) -> None:
@@ -280,8 +280,8 @@ def test_import_checks_shapes_and_leaves_input_alone(tiny_manifest: Path, tmp_pa
     assert inventory.task_status("bfr").source == "import" and inventory.task_status("bfr").path == path
 
     # A file with other shapes (the real task's, here) is refused with the mismatches listed.
-    from elir_cli.model import ElirModel
-    from elir_cli.tasks import ModelConfig
+    from elir_cli.model.elir import ElirModel
+    from elir_cli.model.config import ModelConfig
 
     wide = ModelConfig(k_steps=5, sigma_s=0.1, hid_channels=64, n_mid_blocks=1, rrdb_c_hid=16, n_rrdb=1)
     other = tmp_path / "other.pth"
@@ -324,7 +324,7 @@ def test_verify_and_remove(hub_server_bfr: tuple, tmp_path: Path) -> None:
 
     removed = inventory.remove_task_weights("bfr")
     assert path in removed and not path.exists()
-    assert not list((cache.hub_repo_dir(REPO) / "blobs").iterdir())
+    assert not list((store.hub_repo_dir(REPO) / "blobs").iterdir())
     assert hub.cached_task_weights("bfr") is None
 
 
@@ -335,8 +335,8 @@ def test_cache_lookup_agrees_with_huggingface_hub(hub_server: HubServer, tiny_ma
     hub.ensure_task_weights("bfr")
     for revision in ("main", commit, "v9", "0" * 40):
         for filename in ("elir_bfr.safetensors", "elir_sr.safetensors"):
-            theirs = try_to_load_from_cache(REPO, filename, cache_dir=cache.hub_cache_dir(), revision=revision)
-            ours = cache.hub_cached_file(REPO, filename, revision)
+            theirs = try_to_load_from_cache(REPO, filename, cache_dir=store.hub_cache_dir(), revision=revision)
+            ours = store.hub_cached_file(REPO, filename, revision)
             assert (str(ours) if ours else None) == (theirs if isinstance(theirs, str) else None)
 
 
@@ -358,8 +358,8 @@ def test_optional_detector_downloads_once_into_our_cache(release_server: Release
     torch.save({"body.conv1.weight": torch.randn(4, 3, 3, 3)}, state_file)
     release_server.add(detector_path("retinaface_resnet50"), state_file.read_bytes())
     path = hub.ensure_detector_weights("retinaface_resnet50")
-    assert path.is_relative_to(cache.elir_cache_dir()) and path.read_bytes() == state_file.read_bytes()
-    record = cache.read_record("detectors", "retinaface_resnet50")
+    assert path.is_relative_to(store.elir_cache_dir()) and path.read_bytes() == state_file.read_bytes()
+    record = store.read_record("detectors", "retinaface_resnet50")
     assert record is not None and record.sha256 == sha256(state_file.read_bytes())
     release_server.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -370,7 +370,7 @@ def test_missing_detector_is_one_clear_error(release_server: ReleaseServer) -> N
     with pytest.raises(DownloadError) as err:
         hub.ensure_detector_weights("retinaface_resnet50")
     assert "HTTP 404" in err.value.message
-    assert not cache.store_detector_path("detection_Resnet50_Final.pth").exists()
+    assert not store.store_detector_path("detection_Resnet50_Final.pth").exists()
 
 
 def test_malicious_detector_is_refused(release_server: ReleaseServer, tmp_path: Path) -> None:
@@ -379,7 +379,7 @@ def test_malicious_detector_is_refused(release_server: ReleaseServer, tmp_path: 
     with pytest.raises(UnsafeCheckpointError):
         hub.ensure_detector_weights("retinaface_resnet50")
     assert not marker.exists()
-    assert not cache.store_detector_path("detection_Resnet50_Final.pth").exists()
+    assert not store.store_detector_path("detection_Resnet50_Final.pth").exists()
 
 
 # -- the disk --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from elir_cli.errors import ImageError, OutputExistsError, UsageError
-from elir_cli.imageio import (
+from elir_cli.images.read import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     bgr_uint8_to_rgb,
@@ -25,7 +25,7 @@ from elir_cli.imageio import (
     resize_alpha,
     rgb_to_bgr_uint8,
 )
-from elir_cli.imagewrite import choose_format, encode_image, format_losses, write_image
+from elir_cli.images.write import choose_format, encode_image, format_losses, write_image
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 AWKWARD = PHOTOS / "awkward"
@@ -392,8 +392,8 @@ def test_is_image_file_goes_by_content_not_name(tmp_path: Path) -> None:
 
 STDIO_SCRIPT = """
 import sys
-from elir_cli.imageio import read_image, make_output
-from elir_cli.imagewrite import encode_image
+from elir_cli.images.read import read_image, make_output
+from elir_cli.images.write import encode_image
 image = read_image(sys.stdin.buffer)
 sys.stdout.buffer.write(encode_image(make_output(image, image.rgb), "png"))
 """
@@ -409,7 +409,7 @@ def test_stdin_to_stdout_round_trip() -> None:
 
 
 def test_importing_image_io_does_not_import_torch_or_opencv() -> None:
-    code = "import sys, elir_cli.imageio, elir_cli.imagewrite; print('torch' in sys.modules, 'cv2' in sys.modules)"
+    code = "import sys, elir_cli.images.read, elir_cli.images.write; print('torch' in sys.modules, 'cv2' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.split() == ["False", "False"]
 

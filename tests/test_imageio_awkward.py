@@ -18,8 +18,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from elir_cli.errors import ImageError
-from elir_cli.imageio import DecodedImage, is_image_file, make_output, read_image
-from elir_cli.imagewrite import choose_format, output_suffix, write_image
+from elir_cli.images.read import DecodedImage, is_image_file, make_output, read_image
+from elir_cli.images.write import choose_format, output_suffix, write_image
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 FILES = sorted(p for p in PHOTOS.glob("*/*") if p.suffix.lower() != ".md")

@@ -98,7 +98,7 @@ def test_bad_input_is_named(model, bad: torch.Tensor) -> None:
 def test_fused_upsample_conv_equals_upsample_then_conv(hw: tuple[int, int], channels_last: bool) -> None:
     from torch.nn import functional as F
 
-    from elir_cli.autoencoder import upsample_conv
+    from elir_cli.model.autoencoder import upsample_conv
 
     x = torch.randn(2, 8, *hw)
     w = torch.randn(5, 8, 3, 3)

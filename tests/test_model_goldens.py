@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import goldens
-from elir_cli.checkpoint import build_model, read_checkpoint
-from elir_cli.model import ElirModel
-from elir_cli.tasks import ModelConfig, get_task
+from elir_cli.model.checkpoint import build_model, read_checkpoint
+from elir_cli.model.elir import ElirModel
+from elir_cli.registry.tasks import get_task
+from elir_cli.model.config import ModelConfig
 
 Y_TOL = 1e-5
 # The authors' float32 stages carry their own rounding: evaluating the same

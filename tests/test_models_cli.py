@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from elir_cli import cache, hub, inventory
+from elir_cli.registry import hub, store
 from hub_server import HubServer, ReleaseServer
 from hubtools import release_path, sha256, tiny_files
 
@@ -76,7 +76,7 @@ def test_download_info_verify_remove(hub_server: HubServer, release_server: Rele
     assert done.returncode == 0, done.stderr
     paths = dict(line.split("\t") for line in done.stdout.splitlines())
     assert Path(paths["bfr"]).read_bytes() == data
-    assert Path(paths["sr"]) == cache.store_task_path("sr", "elir_sr.safetensors")
+    assert Path(paths["sr"]) == store.store_task_path("sr", "elir_sr.safetensors")
     assert "trying the authors' release file" in done.stderr  # the log goes to stderr
 
     info = elir("models", "info", "bfr")
@@ -112,12 +112,12 @@ def test_two_processes_download_the_same_files_at_once(hub_server: HubServer, re
     assert outputs[0][0] == outputs[1][0]  # both report the same files
 
     assert hub_server.count("GET", "/cdn/") == 1 and release_server.count("GET", "/objects/") == 1
-    blobs = [p for p in (cache.hub_repo_dir(REPO) / "blobs").iterdir()]
+    blobs = [p for p in (store.hub_repo_dir(REPO) / "blobs").iterdir()]
     assert [b.name for b in blobs] == [sha256(data)] and blobs[0].read_bytes() == data
-    stored = cache.store_task_path("sr", "elir_sr.safetensors")
-    assert cache.read_record("tasks", "sr").sha256 == sha256(stored.read_bytes())  # type: ignore[union-attr]
-    assert not [p for p in cache.elir_cache_dir().rglob("*") if p.name.endswith((".incomplete", ".tmp"))]
-    assert not list(cache.downloads_dir().iterdir())
+    stored = store.store_task_path("sr", "elir_sr.safetensors")
+    assert store.read_record("tasks", "sr").sha256 == sha256(stored.read_bytes())  # type: ignore[union-attr]
+    assert not [p for p in store.elir_cache_dir().rglob("*") if p.name.endswith((".incomplete", ".tmp"))]
+    assert not list(store.downloads_dir().iterdir())
 
 
 def test_offline_not_cached_is_one_line_with_the_command_to_run(tiny_manifest: Path,

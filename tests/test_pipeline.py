@@ -10,8 +10,8 @@ from PIL import Image
 
 import elir_cli
 from elir_cli.errors import UsageError
-from elir_cli.paste import Canvas, crop_to_output, resize_background, soft_mask
-from elir_cli.pipeline import restore_array
+from elir_cli.faces.paste import Canvas, crop_to_output, resize_background, soft_mask
+from elir_cli.pipeline.photo import restore_array
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -105,9 +105,9 @@ def test_batches_are_bounded_and_results_do_not_depend_on_them() -> None:
 
 
 def test_tiny_elir_model_is_the_default_restorer(tmp_path) -> None:
-    from elir_cli.checkpoint import save_safetensors
-    from elir_cli.model import ElirModel
-    from elir_cli.tasks import ModelConfig
+    from elir_cli.model.checkpoint import save_safetensors
+    from elir_cli.model.elir import ElirModel
+    from elir_cli.model.config import ModelConfig
 
     torch.manual_seed(0)
     config = ModelConfig(k_steps=2, sigma_s=0.1, hid_channels=32, n_mid_blocks=1, rrdb_c_hid=16, n_rrdb=1)
@@ -151,7 +151,7 @@ def test_bsr_background_and_whole_image_tasks() -> None:
 def test_aligned_input_skips_detection() -> None:
     rgb = load("astronaut.png")
     face = shared_detector().detect(rgb)[0]
-    from elir_cli.alignment import align_face, alignment_matrix
+    from elir_cli.faces.alignment import align_face, alignment_matrix
 
     crop = align_face(rgb, alignment_matrix(face.landmarks, 512), 512)
     result = restore_array(crop, restorer=identity, aligned=True)
@@ -172,6 +172,9 @@ def test_restore_image_pil_in_pil_out() -> None:
     ({"bg_task": "bfr"}, "background task"),
     ({"mask": np.zeros((10, 10), bool)}, "mask"),
     ({"aligned": True, "whole_image": True}, "exclude"),
+    ({"aligned": True, "face_indices": [0]}, "aligned=True skips face detection, so face_indices would be ignored"),
+    ({"whole_image": True, "max_faces": 1, "only_center_face": True}, "so max_faces, only_center_face would be"),
+    ({"task": "bsr", "det_threshold": 0.5}, "task bsr skips face detection, so det_threshold would be ignored"),
     ({"fidelity": 2.0}, "fidelity"),
 ])
 def test_bad_options_are_usage_errors(options: dict, match: str) -> None:

@@ -8,7 +8,7 @@ import torch
 import goldens
 from reference_elir import reference_forward
 from test_model_goldens import case_config
-from elir_cli.checkpoint import build_model, read_checkpoint
+from elir_cli.model.checkpoint import build_model, read_checkpoint
 
 
 @pytest.mark.parametrize("case", ["tiny_k3", "tiny_k5_overparam"])

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from elir_cli.batch import plan_batch, run_batch
+from elir_cli.pipeline.batch import plan_batch, run_batch
 from elir_cli.errors import UsageError
-from elir_cli.pipeline import RestoreResult
-from elir_cli.restore_files import FileRestorer, RestoreSettings, check_destinations, output_name_for
+from elir_cli.pipeline.photo import RestoreResult
+from elir_cli.pipeline.files import FileRestorer, RestoreSettings, check_destinations, output_name_for
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
@@ -58,6 +58,7 @@ def test_trailing_slash_means_a_folder(tmp_path: Path) -> None:
     ({"task": "bsr", "aligned": True}, "--aligned is for face tasks"),
     ({"aligned": True, "face_indices": (1,)}, "--aligned skips face detection, so --faces would be ignored"),
     ({"aligned": True, "max_faces": 2, "det_threshold": 0.5}, "--max-faces, --det-threshold would be ignored"),
+    ({"task": "bsr", "face_indices": (0,)}, "task bsr restores whole photos, without face detection, so --faces"),
     ({"det_threshold": 0.0}, "det-threshold"),
     ({"fidelity": 1.5}, "fidelity"),
 ])
@@ -90,7 +91,7 @@ def test_an_unexpected_failure_in_one_file_does_not_stop_the_batch(tmp_path: Pat
 
 
 def test_a_one_pixel_image_does_not_hang_the_warp() -> None:
-    code = ("import numpy as np; from elir_cli.alignment import warp_affine; "
+    code = ("import numpy as np; from elir_cli.faces.alignment import warp_affine; "
             "print(warp_affine(np.ones((1, 1, 3), np.float32), np.array([[4.0, 0, 0], [0, 4.0, 0]]), (8, 8)).shape)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "(8, 8, 3)" in done.stdout, done.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from elir_cli.errors import UsageError
-from elir_cli.runtime import (
+from elir_cli.model.runtime import (
     Runtime,
     auto_batch_size,
     cpu_supports_bf16,
@@ -81,7 +81,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 from torch._dynamo.utils import counters
-from elir_cli.runtime import prepare_model, resolve_runtime
+from elir_cli.model.runtime import prepare_model, resolve_runtime
 from tiny import TINY, tiny_model
 
 runtime = resolve_runtime("cpu", "fp32")
@@ -146,7 +146,7 @@ def test_allocator_tuning_applies_on_glibc() -> None:
 
 HUGE_PAGE_PROBE = """
 import os, re, sys
-from elir_cli.runtime import request_huge_pages
+from elir_cli.model.runtime import request_huge_pages
 request_huge_pages()  # first: before torch allocates anything
 import torch
 x = torch.ones(64 * 2**20 // 4)  # a 64 MB buffer, like one activation of a 512 face

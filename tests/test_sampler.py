@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from elir_cli.sampler import euler_sample, euler_steps
+from elir_cli.model.sampler import euler_sample, euler_steps
 
 
 def test_constant_field_moves_by_exactly_its_velocity() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from elir_cli.tiling import restore_tiled
+from elir_cli.pipeline.tiling import restore_tiled
 
 
 @pytest.mark.parametrize("shape", [(300, 451), (50, 70), (257, 256), (129, 1)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from elir_cli.model import ElirModel
-from elir_cli.tasks import ModelConfig
+from elir_cli.model.elir import ElirModel
+from elir_cli.model.config import ModelConfig
 
 TINY = ModelConfig(k_steps=3, sigma_s=0.1, hid_channels=32, n_mid_blocks=1, rrdb_c_hid=16, n_rrdb=1)
 

@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .._version import __version__
-from ..errors import ElirError
-from ..runtime import request_huge_pages
+from elir_cli._version import __version__
+from elir_cli.errors import ElirError
+from elir_cli.model.runtime import request_huge_pages
 from . import models
 
 app = typer.Typer(

@@ -1,6 +1,6 @@
 """``elir models``: list, download, inspect, import, verify and remove weights.
 
-Thin commands over :mod:`elir_cli.hub`: results go to stdout, progress bars and
+Thin commands over :mod:`elir_cli.registry.hub`: results go to stdout, progress bars and
 logs to stderr. ``list`` and ``--help`` import neither torch nor
 huggingface_hub, so they answer at once.
 """
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import ChecksumMismatchError, UsageError
+from elir_cli.errors import ChecksumMismatchError, UsageError
 
 app = typer.Typer(
     name="models",
@@ -53,7 +53,7 @@ def _stderr() -> Any:
 
 
 def _status_dict(name: str) -> dict[str, Any]:
-    from ..inventory import task_status
+    from elir_cli.registry.inventory import task_status
 
     s = task_status(name)
     t = s.task
@@ -91,7 +91,7 @@ def list_models(as_json: JsonOption = False) -> None:
 
       elir models list --json
     """
-    from ..tasks import task_names
+    from elir_cli.registry.tasks import task_names
 
     rows = [_status_dict(name) for name in task_names()]
     if as_json:
@@ -132,8 +132,8 @@ def download(
 
       elir models download --detector retinaface_resnet50
     """
-    from ..hub import ensure_detector_weights, ensure_task_weights
-    from ..tasks import get_task, task_names
+    from elir_cli.registry.hub import ensure_detector_weights, ensure_task_weights
+    from elir_cli.registry.tasks import get_task, task_names
 
     names = task_names() if all_tasks else list(tasks or [])
     if not names and not detector:
@@ -200,7 +200,7 @@ def import_weights(
 
       elir models import ~/Downloads/elir_bfr.pth --task bfr
     """
-    from ..hub import import_task_weights
+    from elir_cli.registry.hub import import_task_weights
 
     path = import_task_weights(file, task)
     typer.echo(f"{task}\t{path}")
@@ -216,7 +216,7 @@ def verify(as_json: JsonOption = False) -> None:
 
       elir models verify
     """
-    from ..inventory import verify_cache
+    from elir_cli.registry.inventory import verify_cache
 
     results = verify_cache()
     if as_json:
@@ -242,7 +242,7 @@ def remove(task: TaskArgument) -> None:
 
       elir models remove bfr
     """
-    from ..inventory import remove_task_weights
+    from elir_cli.registry.inventory import remove_task_weights
 
     removed = remove_task_weights(task)
     for path in removed:

@@ -1,16 +1,22 @@
 """Options shared by ``elir restore`` and ``elir batch``, defined once.
 
-Nothing here imports torch: the choices come from the task manifest.
+Each option is an ``Annotated`` type below; :class:`RestoreOptions` lists the
+ones both commands take, and :func:`restore_options` adds them to a command.
+Adding an option to both commands means adding one field. Nothing here imports
+torch: the choices come from the task manifest.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass, fields, replace
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import typer
 
-from ..tasks import task_names
+from elir_cli.registry.tasks import task_names
 
 TaskName = Enum("TaskName", {name: name for name in task_names()}, type=str)  # type: ignore[misc]
 
@@ -67,3 +73,90 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Print results as JSON on 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.", rich_help_panel=OUTPUT)]
 MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images larger than this many pixels (default: 178,956,970).", rich_help_panel=OUTPUT)]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.", hidden=True)]
+Suffix = Annotated[str, typer.Option("--suffix", help="Added to output names.", rich_help_panel=OUTPUT)]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """The options ``restore`` and ``batch`` share, in their ``--help`` order.
+
+    A command's own options go between ``max_pixels`` and ``as_json``
+    (:data:`OWN_OPTIONS_BEFORE`).
+    """
+
+    task: Task = TaskName.bfr  # type: ignore[attr-defined]
+    weights: Weights = None
+    steps: Steps = None
+    fidelity: Fidelity = 1.0
+    seed: Seed = None
+    device: DeviceOpt = Device.auto
+    precision: PrecisionOpt = Precision.fp32
+    batch_size: BatchSize = None
+    compile: Compile = False
+    upscale: Upscale = None
+    bg_task: BgTask = None
+    aligned: Aligned = False
+    only_center_face: OnlyCenter = False
+    faces: Faces = None
+    max_faces: MaxFaces = None
+    min_face_size: MinFaceSize = 0.0
+    det_threshold: DetThreshold = None
+    save_faces: SaveFaces = None
+    compare: Compare = False
+    suffix: Suffix = "_restored"
+    ext: ExtOpt = Ext.auto
+    quality: Quality = 95
+    overwrite: Overwrite = False
+    max_pixels: MaxPixels = None
+    as_json: JsonOut = False
+    quiet: Quiet = False
+    debug: Debug = False
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        """These options as the library's :class:`~elir_cli.pipeline.files.RestoreSettings`."""
+        from elir_cli.pipeline.files import RestoreSettings, parse_face_indices
+
+        values = {f.name: getattr(self, f.name) for f in fields(RestoreSettings)
+                  if f.name in self.__dataclass_fields__}
+        values["face_indices"] = parse_face_indices(self.faces)
+        for key in ("task", "device", "precision", "ext"):
+            values[key] = values[key].value
+        return RestoreSettings(**values)
+
+
+OWN_OPTIONS_BEFORE = "as_json"
+
+
+def restore_options(**defaults: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the :class:`RestoreOptions` parameters (with these ``defaults`` changed).
+
+    The command declares ``options: RestoreOptions`` after its arguments; its
+    parameters after that one are its own options. Typer sees one flat
+    signature; the command receives the shared values as one ``options``.
+    """
+    unknown = set(defaults) - set(RestoreOptions.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"restore_options: unknown defaults {sorted(unknown)}")
+    hints = get_type_hints(RestoreOptions, include_extras=True)
+    base = replace(RestoreOptions(), **defaults)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                default=getattr(base, f.name)) for f in fields(RestoreOptions)]
+    split = next(i for i, p in enumerate(shared) if p.name == OWN_OPTIONS_BEFORE)
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        params = list(inspect.signature(command, eval_str=True).parameters.values())
+        at = next(i for i, p in enumerate(params) if p.name == "options")
+        head = params[:at]
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at + 1:]]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            options = RestoreOptions(**{p.name: kwargs.pop(p.name) for p in shared})
+            command(**kwargs, options=options)
+
+        signature = inspect.Signature(head + shared[:split] + own + shared[split:])
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        return wrapper
+
+    return decorate

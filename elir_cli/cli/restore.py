@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -30,56 +30,18 @@ Examples:
 """
 
 
-def _settings(options: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """The command's parameters (its ``locals()``) as :class:`RestoreSettings`."""
-    from dataclasses import fields
-
-    from ..restore_files import RestoreSettings, parse_face_indices
-
-    values = {f.name: options[f.name] for f in fields(RestoreSettings) if f.name in options}
-    values["face_indices"] = parse_face_indices(options["faces"])
-    for key in ("task", "device", "precision", "ext"):
-        values[key] = values[key].value
-    return RestoreSettings(**values)
-
-
+@opt.restore_options(suffix="_restored")
 def restore(
     inputs: Annotated[list[str], typer.Argument(help="Image files or globs; - reads standard input.", show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several inputs; - writes standard output.")] = None,
-    task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
-    weights: opt.Weights = None,
-    steps: opt.Steps = None,
-    fidelity: opt.Fidelity = 1.0,
-    seed: opt.Seed = None,
-    device: opt.DeviceOpt = opt.Device.auto,
-    precision: opt.PrecisionOpt = opt.Precision.fp32,
-    batch_size: opt.BatchSize = None,
-    compile: opt.Compile = False,
-    upscale: opt.Upscale = None,
-    bg_task: opt.BgTask = None,
-    aligned: opt.Aligned = False,
-    only_center_face: opt.OnlyCenter = False,
-    faces: opt.Faces = None,
-    max_faces: opt.MaxFaces = None,
-    min_face_size: opt.MinFaceSize = 0.0,
-    det_threshold: opt.DetThreshold = None,
-    save_faces: opt.SaveFaces = None,
-    compare: opt.Compare = False,
-    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.", rich_help_panel=opt.OUTPUT)] = "_restored",
-    ext: opt.ExtOpt = opt.Ext.auto,
-    quality: opt.Quality = 95,
-    overwrite: opt.Overwrite = False,
-    max_pixels: opt.MaxPixels = None,
-    as_json: opt.JsonOut = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
+    options: opt.RestoreOptions = opt.RestoreOptions(),
 ) -> None:
     """Restore photos: detect faces, restore them with ELIR, paste them back."""
-    from ..errors import UsageError
-    from ..restore_files import FileRestorer, check_destinations, expand_inputs, output_name_for
+    from elir_cli.errors import UsageError
+    from elir_cli.pipeline.files import FileRestorer, check_destinations, expand_inputs, output_name_for
 
-    settings = _settings(locals())
-    console = stderr_console(quiet=quiet)
+    settings = options.settings()
+    console = stderr_console(quiet=options.quiet)
     use_stdin = inputs == [STDIO]
     if STDIO in inputs and not use_stdin:
         raise UsageError("- (standard input) cannot be mixed with file names")
@@ -92,10 +54,10 @@ def restore(
     out = None if output in (None, STDIO) else output
     if out is not None and len(files) > 1 and Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"{out} is a file but there are {len(files)} inputs", hint="give a folder with -o")
-    if to_stdout and (compare or as_json):
+    if to_stdout and (options.compare or options.as_json):
         raise UsageError("--compare and --json need files, not standard output", hint="use -o FILE")
     destinations = [] if to_stdout else [
-        (src, output_name_for(src, out=out, suffix=suffix, many=len(files) > 1)) for src in files]
+        (src, output_name_for(src, out=out, suffix=options.suffix, many=len(files) > 1)) for src in files]
     check_destinations(destinations)
 
     restorer = FileRestorer(settings, log=console.print)
@@ -127,9 +89,9 @@ def restore(
     failed = sum(r.status == "failed" for r in records)
     if use_stdin:
         _report_one(console, records[0])
-    if as_json and not to_stdout:
+    if options.as_json and not to_stdout:
         typer.echo(json.dumps({"settings": restorer.describe(), "files": [r.to_json() for r in records]}, indent=2))
-    elif not to_stdout and not quiet:
+    elif not to_stdout and not options.quiet:
         for r in records:
             if r.output:
                 typer.echo(r.output)
@@ -160,45 +122,20 @@ def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
                       f"{faces}, {record.seconds:.1f} s")
 
 
+@opt.restore_options(suffix="")
 def batch(
     folder: Annotated[Path, typer.Argument(help="Folder to restore (recursively).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside.")],
-    task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
-    weights: opt.Weights = None,
-    steps: opt.Steps = None,
-    fidelity: opt.Fidelity = 1.0,
-    seed: opt.Seed = None,
-    device: opt.DeviceOpt = opt.Device.auto,
-    precision: opt.PrecisionOpt = opt.Precision.fp32,
-    batch_size: opt.BatchSize = None,
-    compile: opt.Compile = False,
-    upscale: opt.Upscale = None,
-    bg_task: opt.BgTask = None,
-    aligned: opt.Aligned = False,
-    only_center_face: opt.OnlyCenter = False,
-    faces: opt.Faces = None,
-    max_faces: opt.MaxFaces = None,
-    min_face_size: opt.MinFaceSize = 0.0,
-    det_threshold: opt.DetThreshold = None,
-    save_faces: opt.SaveFaces = None,
-    compare: opt.Compare = False,
-    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.", rich_help_panel=opt.OUTPUT)] = "",
-    ext: opt.ExtOpt = opt.Ext.auto,
-    quality: opt.Quality = 95,
-    overwrite: opt.Overwrite = False,
-    max_pixels: opt.MaxPixels = None,
+    options: opt.RestoreOptions = opt.RestoreOptions(),
     report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings as JSON.", rich_help_panel=opt.OUTPUT)] = None,
-    as_json: opt.JsonOut = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
 ) -> None:
     """Restore every image under a folder; existing outputs are skipped, so a rerun resumes."""
-    from ..batch import plan_batch, run_batch, write_report
-    from ..restore_files import FileRestorer
+    from elir_cli.pipeline.batch import plan_batch, run_batch, write_report
+    from elir_cli.pipeline.files import FileRestorer
 
-    settings = _settings(locals())
-    console = stderr_console(quiet=quiet)
-    items = plan_batch(folder, output, suffix=suffix)
+    settings = options.settings()
+    console = stderr_console(quiet=options.quiet)
+    items = plan_batch(folder, output, suffix=options.suffix)
     restorer = FileRestorer(settings, log=console.print)
     if any(restorer.needs_model(item.output) for item in items):
         restorer.fetch_weights()
@@ -208,7 +145,7 @@ def batch(
     else:  # a finished run, run again: report it without loading torch, the model or the detector
         console.print(f"[dim]{len(items)} images under {folder}; every output exists already "
                       "(--overwrite redoes them)[/]")
-    progress = _progress(console, enabled=not as_json and not quiet)
+    progress = _progress(console, enabled=not options.as_json and not options.quiet)
     with progress:
         task_id = progress.add_task("Restoring", total=len(items))
 
@@ -220,9 +157,9 @@ def batch(
         summary = run_batch(restorer, items, on_done=done)
     if report is not None:
         write_report(report, summary, restorer.describe())
-    if as_json:
+    if options.as_json:
         typer.echo(json.dumps(summary.to_json(restorer.describe()), indent=2))
-    elif not quiet:
+    elif not options.quiet:
         _summary_table(summary)
     if summary.interrupted:
         console.print("[yellow]Interrupted[/]: run the same command again to resume.", force=True)

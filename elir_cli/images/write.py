@@ -1,4 +1,4 @@
-"""Writing a :class:`~elir_cli.imageio.DecodedImage` back: format choice, encoding, atomic files.
+"""Writing a :class:`~elir_cli.images.read.DecodedImage` back: format choice, encoding, atomic files.
 
 Implements the output side of image I/O (issue 5): grey stays grey, alpha is
 written where the format holds it, 16-bit stays 16-bit (PNG, TIFF), the ICC
@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from . import metadata
-from .atomicwrite import check_destination, write_bytes_atomic
-from .errors import UsageError
-from .imageio import DecodedImage, luma, to_uint8, to_uint16
+from elir_cli.atomicwrite import check_destination, write_bytes_atomic
+from elir_cli.errors import UsageError
+from .read import DecodedImage, luma, to_uint8, to_uint16
 from .png16 import encode_png16
 
 WRITE_FORMATS = ("png", "jpg", "webp", "tiff")

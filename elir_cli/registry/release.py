@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .cache import cache_error_from_oserror, cache_writes, downloads_dir, locks_dir, sha256_file
-from .errors import ChecksumMismatchError, DownloadError, ElirError
+from elir_cli._version import __version__
+from .store import cache_error_from_oserror, cache_writes, downloads_dir, locks_dir, sha256_file
+from elir_cli.errors import ChecksumMismatchError, DownloadError, ElirError
 
 RELEASE_ENDPOINT_ENV = "ELIR_RELEASE_ENDPOINT"
 RELEASE_HOST_PREFIX = "https://github.com"

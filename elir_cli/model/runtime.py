@@ -16,12 +16,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .errors import UsageError
+from elir_cli.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
 
-    from .model import ElirModel
+    from .elir import ElirModel
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 PrecisionName = Literal["fp32", "fp16", "bf16"]

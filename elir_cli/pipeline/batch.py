@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .atomicwrite import write_bytes_atomic
-from .errors import UsageError
-from .imageio import is_image_file
-from .restore_files import FileRecord, FileRestorer, OutputName
+from elir_cli.atomicwrite import write_bytes_atomic
+from elir_cli.errors import UsageError
+from elir_cli.images.read import is_image_file
+from .files import FileRecord, FileRestorer, OutputName
 
 REPORT_VERSION = 1
 

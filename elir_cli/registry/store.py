@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import CacheError
+from elir_cli.errors import CacheError
 
 ELIR_CACHE_ENV = "ELIR_CACHE"
 LIBRARY_FOLDER = "elir-cli"

@@ -2,7 +2,7 @@
 
 For a task, :func:`ensure_task_weights` looks in this order:
 
-1. our store (``elir_cli.cache``): a file converted earlier from the authors'
+1. our store (``elir_cli.registry.store``): a file converted earlier from the authors'
    release, or brought in by ``elir models import``;
 2. the Hugging Face Hub, through ``hf_hub_download`` (its cache, locks,
    resumption, ``HF_HOME``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_TOKEN``),
@@ -16,8 +16,8 @@ For a task, :func:`ensure_task_weights` looks in this order:
 Every file is hashed (sha256) when first handed out: checked against the
 manifest when it knows the hash, recorded otherwise. A file that fails the
 check is removed before the error is raised. Face detectors go through the
-same registry. Plain-URL transfers live in :mod:`elir_cli.fetch`, the
-on-disk inventory (list, verify, remove) in :mod:`elir_cli.inventory`. torch
+same registry. Plain-URL transfers live in :mod:`elir_cli.registry.release`, the
+on-disk inventory (list, verify, remove) in :mod:`elir_cli.registry.inventory`. torch
 and huggingface_hub are imported only when needed.
 """
 
@@ -28,8 +28,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ._version import __version__
-from .cache import (
+from elir_cli._version import __version__
+from .store import (
     FileRecord,
     Source,
     cache_writes,
@@ -46,7 +46,7 @@ from .cache import (
     store_task_path,
     write_record,
 )
-from .errors import (
+from elir_cli.errors import (
     CacheError,
     CheckpointError,
     ChecksumMismatchError,
@@ -54,7 +54,7 @@ from .errors import (
     ModelNotAvailableError,
     UsageError,
 )
-from .fetch import (
+from .release import (
     LIBRARY_NAME,
     RELEASE_ENDPOINT_ENV,
     HostUnreachable,
@@ -70,7 +70,7 @@ from .fetch import (
 from .tasks import Detector, Task, get_detector, get_task, load_manifest, weights_dir
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+    from elir_cli.model.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def ensure_detector_weights(name: str, *, progress: bool = False) -> Path:
                                 hint=f"check ${RELEASE_ENDPOINT_ENV}") from None
         try:
             digest = verify_download(tmp, d.sha256, url)
-            from .checkpoint import read_checkpoint
+            from elir_cli.model.checkpoint import read_checkpoint
 
             read_checkpoint(tmp)  # weights_only: refuse a pickle that holds code
             with cache_writes(path.parent):
@@ -321,7 +321,9 @@ def _release_fallback(t: Task, miss: _HubMiss, progress: bool) -> Path:
 def _convert_into_store(t: Task, src: Path, *, origin: str, origin_sha256: str, source: Source,
                         verified: bool) -> Path:
     """Read ``src`` safely, check it against the task and write our safetensors once."""
-    from .checkpoint import check_task_fit, read_checkpoint, save_safetensors
+    from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
+
+    from .fit import check_task_fit
 
     ckpt: Checkpoint = read_checkpoint(src)
     config = check_task_fit(ckpt, t.name, source=str(src) if source == "import" else origin)

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from .autoencoder import Decoder, Encoder
 from .coarse_estimator import CoarseEstimator
 from .sampler import StepCallback, euler_sample
-from .tasks import ModelConfig
+from .config import ModelConfig
 from .vector_field import VectorField
 
 LATENT_FACTOR = 8

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import ElirError, OutputExistsError, UsageError
-from .tasks import get_task
+from elir_cli.errors import ElirError, OutputExistsError, UsageError
+from elir_cli.registry.tasks import get_task
 
 if TYPE_CHECKING:
     import torch
 
-    from .imageio import DecodedImage
-    from .model import ElirModel
-    from .pipeline import RestoreResult
-    from .runtime import Runtime
+    from elir_cli.images.read import DecodedImage
+    from elir_cli.model.elir import ElirModel
+    from .photo import RestoreResult
+    from elir_cli.model.runtime import Runtime
 
 HASH_CHUNK = 1 << 20
 COMPARE_SUFFIX = "_compare"
@@ -78,7 +78,7 @@ class RestoreSettings:
             raise UsageError(f"--upscale must be positive, got {self.upscale}")
         if not 1 <= self.quality <= 100:
             raise UsageError(f"--quality must be between 1 and 100, got {self.quality}")
-        from .pipeline import BG_TASKS
+        from .photo import BG_TASKS, FACE_CHOICE_FLAGS, face_choices_given
 
         spec = get_task(self.task)
         if self.bg_task is not None:
@@ -90,15 +90,13 @@ class RestoreSettings:
                                  hint="drop --bg-task (bsr and --aligned restore the whole image)")
         if self.aligned and spec.kind != "face":
             raise UsageError(f"--aligned is for face tasks; {self.task} restores whole photos")
-        if self.aligned:
-            choosing = [flag for flag, given in (
-                ("--faces", self.face_indices is not None), ("--max-faces", self.max_faces is not None),
-                ("--only-center-face", self.only_center_face), ("--min-face-size", self.min_face_size > 0),
-                ("--det-threshold", self.det_threshold is not None), ("--detector", self.detector is not None),
-            ) if given]
-            if choosing:
-                raise UsageError(f"--aligned skips face detection, so {', '.join(choosing)} would be ignored",
-                                 hint="drop them, or drop --aligned to detect and choose faces")
+        choosing = [FACE_CHOICE_FLAGS[name] for name in face_choices_given(
+            face_indices=self.face_indices, max_faces=self.max_faces, only_center_face=self.only_center_face,
+            min_face_size=self.min_face_size, det_threshold=self.det_threshold, detector=self.detector)]
+        if choosing and (self.aligned or spec.kind != "face"):
+            why = "--aligned skips" if self.aligned else f"task {self.task} restores whole photos, without"
+            raise UsageError(f"{why} face detection, so {', '.join(choosing)} would be ignored",
+                             hint="drop them" + (", or drop --aligned to detect and choose faces" if self.aligned else ""))
         if self.det_threshold is not None and not 0.0 < self.det_threshold < 1.0:
             raise UsageError(f"--det-threshold must be between 0 and 1 (exclusive), got {self.det_threshold}")
 
@@ -161,13 +159,13 @@ class FileRestorer:
     # already there) never imports torch.
     @cached_property
     def runtime(self) -> "Runtime":
-        from .runtime import resolve_runtime
+        from elir_cli.model.runtime import resolve_runtime
 
         return resolve_runtime(self.settings.device, self.settings.precision)
 
     @cached_property
     def batch_size(self) -> int:
-        from .runtime import auto_batch_size
+        from elir_cli.model.runtime import auto_batch_size
 
         return self.settings.batch_size or auto_batch_size(self.runtime.device)
 
@@ -219,15 +217,15 @@ class FileRestorer:
         if source not in self._files:
             path = Path(source)
             if not path.exists() and os.sep not in source and source == task:
-                from .hub import ensure_task_weights
+                from elir_cli.registry.hub import ensure_task_weights
 
                 path = ensure_task_weights(task)
             self._files[source] = path
         return self._files[source]
 
     def _load(self, source: str, task: str) -> tuple["ElirModel", Path]:
-        from .checkpoint import load_model
-        from .runtime import prepare_model
+        from elir_cli.registry.loading import load_model
+        from elir_cli.model.runtime import prepare_model
 
         path = self._weights_file(source, task)
         model = load_model(path, task=task)
@@ -245,14 +243,14 @@ class FileRestorer:
     @property
     def detector(self):  # type: ignore[no-untyped-def]
         if self._detector is None:
-            from .detection import DEFAULT_DETECTOR, FaceDetector
+            from elir_cli.faces.detection import DEFAULT_DETECTOR, FaceDetector
 
             self._detector = FaceDetector(self.settings.detector or DEFAULT_DETECTOR, device=self.runtime.device)
         return self._detector
 
     def faster_precision_hint(self) -> str | None:
         """A tip when the CPU could run bf16 (AMX/AVX512-BF16) but fp32 was chosen."""
-        from .runtime import cpu_supports_bf16
+        from elir_cli.model.runtime import cpu_supports_bf16
 
         if self.runtime.device.type == "cpu" and self.runtime.compute_dtype is None and cpu_supports_bf16():
             return "this CPU runs bf16 natively: --precision bf16 is about 2-3x faster (results differ slightly)"
@@ -272,7 +270,7 @@ class FileRestorer:
 
     # -- restoring ---------------------------------------------------------------
     def restore_decoded(self, image: "DecodedImage", *, faces_dir: Path | None = None) -> "RestoreResult":
-        from .pipeline import model_restorer, restore_array
+        from .photo import model_restorer, restore_array
 
         s = self.settings
         restorer = model_restorer(self.model, seed=s.seed, steps=s.steps, fidelity=s.fidelity)
@@ -302,8 +300,8 @@ class FileRestorer:
 
         Never raises an :class:`ElirError`: it is recorded as a failure.
         """
-        from .imageio import DEFAULT_MAX_PIXELS, make_output, read_image
-        from .imagewrite import SUFFIX_FORMATS, choose_format, encode_image, format_losses, output_suffix, write_image
+        from elir_cli.images.read import DEFAULT_MAX_PIXELS, make_output, read_image
+        from elir_cli.images.write import SUFFIX_FORMATS, choose_format, encode_image, format_losses, output_suffix, write_image
 
         s = self.settings
         record = FileRecord(input=display_name or str(src))
@@ -376,8 +374,8 @@ def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 def _saving_crops(restorer: Callable[["torch.Tensor"], "torch.Tensor"], folder: Path
                   ) -> Callable[["torch.Tensor"], "torch.Tensor"]:
     """Wrap a crop restorer so every crop is saved before and after restoration."""
-    from .imageio import DecodedImage
-    from .imagewrite import write_image
+    from elir_cli.images.read import DecodedImage
+    from elir_cli.images.write import write_image
 
     counter = [0]
 
@@ -409,7 +407,7 @@ class OutputName:
         """The output already written for this name, if any (for skipping and resuming)."""
         if self.exact:
             return self.path if self.path.exists() else None
-        from .imagewrite import SUFFIX_FORMATS
+        from elir_cli.images.write import SUFFIX_FORMATS
 
         for suffix in SUFFIX_FORMATS:
             candidate = self.path.with_name(self.path.name + suffix)
@@ -444,7 +442,7 @@ def check_destinations(pairs: Sequence[tuple[Path, "OutputName"]]) -> None:
             raise UsageError(f"output {name.path} is one of the inputs; refusing to replace it",
                              hint="choose another output name or folder")
         if not name.exact:
-            from .imagewrite import SUFFIX_FORMATS
+            from elir_cli.images.write import SUFFIX_FORMATS
 
             clash = [p for p in inputs if p.parent == key.parent and p.stem == key.name
                      and p.suffix.lower() in SUFFIX_FORMATS]

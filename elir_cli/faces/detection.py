@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import CheckpointError, UsageError
+from elir_cli.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -130,8 +130,8 @@ def select_faces(
 
 def detector_weights(name: str) -> Path:
     """The verified weights file of a registry detector: bundled, or fetched into our cache."""
-    from .hub import ensure_detector_weights
-    from .tasks import load_manifest
+    from elir_cli.registry.hub import ensure_detector_weights
+    from elir_cli.registry.tasks import load_manifest
 
     detectors = load_manifest().detectors
     if name not in detectors:
@@ -152,7 +152,7 @@ class FaceDetector:
         import torch
         from facexlib.detection.retinaface import RetinaFace
 
-        from .tasks import load_manifest
+        from elir_cli.registry.tasks import load_manifest
 
         detectors = load_manifest().detectors
         if name not in detectors:

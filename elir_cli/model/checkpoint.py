@@ -10,7 +10,9 @@ Three formats are read, recognised by their content (never by file name):
   ("collapsible") convs, collapsed here exactly into single 3x3 convs.
 
 Hyper-parameters come from our metadata, or from the tensor shapes plus the
-task's sampler settings (K, sigma_s) from the manifest; never from file names.
+sampler settings (K, sigma_s) that the caller supplies; never from file names.
+This module knows nothing of tasks or downloads: :mod:`elir_cli.registry.loading`
+adds the task's settings and finds the file.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from .errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
-from .tasks import ModelConfig, get_task
+from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
+from .config import ModelConfig
 
 if TYPE_CHECKING:
-    from .model import ElirModel
+    from .elir import ElirModel
 
 FORMAT_NAME = "elir-cli"
 FORMAT_VERSION = "1"
@@ -212,24 +214,6 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return n
 
 
-def resolve_config(ckpt: Checkpoint, task: str | None) -> ModelConfig:
-    """The config to build: the file's own, else shapes + the task's sampler settings."""
-    if ckpt.config is not None:
-        if task is not None and ckpt.task and task != ckpt.task:
-            raise UsageError(f"these weights are for task {ckpt.task!r}, not {task!r}",
-                             hint=f"use --task {ckpt.task} or other weights")
-        return ckpt.config
-    if task is None:
-        raise UsageError(
-            "the authors' checkpoints do not record their task (K and sigma_s)",
-            hint="say which task they are for, e.g. task='bfr' (--task bfr)",
-        )
-    arch = infer_architecture(ckpt.state_dict)
-    task_model = get_task(task).model
-    return ModelConfig(k_steps=task_model.k_steps, sigma_s=task_model.sigma_s,
-                       pad_multiple=task_model.pad_multiple, **arch)  # type: ignore[arg-type]
-
-
 # -- building ----------------------------------------------------------------
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -244,29 +228,24 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
                                      mismatched=mismatched, source=source)
 
 
-def check_task_fit(ckpt: Checkpoint, task: str, source: str = "checkpoint") -> ModelConfig:
-    """Check ``ckpt`` against the task's own shapes; return the config to store it with.
-
-    The model of the task (as the manifest describes it) is built on the meta
-    device, so no memory is spent, and every tensor must match it by name and
-    shape. A file that records a different task is refused.
-    """
-    from .model import ElirModel
-
-    if ckpt.task and ckpt.task != task:
-        raise UsageError(f"{source} holds weights for task {ckpt.task!r}, not {task!r}",
-                         hint=f"use --task {ckpt.task} or other weights")
-    task_model = get_task(task).model
-    with torch.device("meta"):
-        reference = ElirModel(task_model)
-    check_state_dict(reference, ckpt.state_dict, source)
-    return ckpt.config if ckpt.config is not None else task_model
+def config_from_shapes(ckpt: Checkpoint, sampler: ModelConfig) -> ModelConfig:
+    """The architecture read off the tensor shapes, with ``sampler``'s K, sigma_s and padding."""
+    arch = infer_architecture(ckpt.state_dict)
+    return ModelConfig(k_steps=sampler.k_steps, sigma_s=sampler.sigma_s,
+                       pad_multiple=sampler.pad_multiple, **arch)  # type: ignore[arg-type]
 
 
-def build_model(ckpt: Checkpoint, task: str | None = None, source: str = "checkpoint") -> "ElirModel":
-    from .model import ElirModel
+def build_model(ckpt: Checkpoint, config: ModelConfig | None = None, *, task: str | None = None,
+                source: str = "checkpoint") -> "ElirModel":
+    """Build the network of ``config`` (default: the file's own) holding the file's tensors."""
+    from .elir import ElirModel
 
-    config = resolve_config(ckpt, task)
+    config = config or ckpt.config
+    if config is None:
+        raise UsageError(
+            "the authors' checkpoints do not record their task (K and sigma_s)",
+            hint="say which task they are for, e.g. task='bfr' (--task bfr)",
+        )
     # Built on the meta device and handed the file's tensors (assign=True): no
     # random initialisation of 37 M parameters to overwrite (~0.2 s) and no
     # second copy of the weights in memory.
@@ -278,23 +257,6 @@ def build_model(ckpt: Checkpoint, task: str | None = None, source: str = "checkp
     model.load_state_dict(state, strict=True, assign=True)
     model.task = task or ckpt.task
     return model.eval()
-
-
-def load_model(source: str | os.PathLike[str], task: str | None = None,
-               device: str | torch.device = "cpu") -> "ElirModel":
-    """Load ELIR from a weights file (any supported format) or a task name."""
-    path = Path(source)
-    if not path.exists() and isinstance(source, str) and os.sep not in source:
-        from .tasks import task_names
-
-        if source in task_names():
-            from .hub import ensure_task_weights
-
-            task = task or source
-            path = ensure_task_weights(source)
-    ckpt = read_checkpoint(path)
-    model = build_model(ckpt, task, source=str(path))
-    return model.to(device)
 
 
 # -- writing ------------------------------------------------------------------
@@ -322,11 +284,3 @@ def save_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def convert_to_safetensors(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                           task: str | None = None) -> Path:
-    """Convert any supported file to our safetensors, checked against the model first."""
-    ckpt = read_checkpoint(src)
-    model = build_model(ckpt, task, source=str(src))
-    return save_safetensors(dst, ckpt.state_dict, model.config, task=model.task)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from . import metadata
-from .errors import ImageError
+from elir_cli.errors import ImageError
 
 # Pillow's own hard decompression-bomb threshold (2 x Image.MAX_IMAGE_PIXELS):
 # about 179 megapixels, room for 150 MP medium-format cameras.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .cache import (
+from .store import (
     FileRecord,
     Source,
     cache_writes,

@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .detection import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, Face
-from .errors import ImageError, UsageError
-from .runtime import auto_batch_size
-from .tasks import Task, get_task
+from elir_cli.faces.detection import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, Face
+from elir_cli.errors import ImageError, UsageError
+from elir_cli.model.runtime import auto_batch_size
+from elir_cli.registry.tasks import Task, get_task
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from .detection import FaceDetector
-    from .model import ElirModel
+    from elir_cli.faces.detection import FaceDetector
+    from elir_cli.model.elir import ElirModel
 
 Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
 MAX_UPSCALE = 16
@@ -55,7 +55,7 @@ class RestoreResult:
         """The restored photo as an 8-bit RGB PIL image."""
         from PIL import Image
 
-        from .imageio import to_uint8
+        from elir_cli.images.read import to_uint8
 
         return Image.fromarray(to_uint8(self.array), mode="RGB")
 
@@ -169,7 +169,9 @@ def restore_array(
         batch_size = auto_batch_size(device)
     scale = _check_options(spec, rgb, upscale=upscale, batch_size=batch_size, bg_task=bg_task,
                            aligned=aligned, whole_image=whole_image, mask=mask, steps=steps,
-                           fidelity=fidelity)
+                           fidelity=fidelity, face_choices=face_choices_given(
+                               face_indices=face_indices, max_faces=max_faces, only_center_face=only_center_face,
+                               min_face_size=min_face_size, det_threshold=det_threshold, detector=detector))
     if mask is not None:
         mask = mask.astype(bool)
     if restorer is None:
@@ -194,8 +196,8 @@ def paste_restored_faces(rgb: np.ndarray, background: np.ndarray, faces: Sequenc
                          spec: Task, scale: int, batch_size: int, mask: np.ndarray | None,
                          device: "str | torch.device") -> list[Face]:
     """Align, restore in batches and paste ``faces`` onto ``background`` (in place)."""
-    from .alignment import alignment_matrix
-    from .paste import Canvas, crop_to_output, paste_box, union_box
+    from elir_cli.faces.alignment import alignment_matrix
+    from elir_cli.faces.paste import Canvas, crop_to_output, paste_box, union_box
 
     size = spec.input_size
     out_hw = background.shape[:2]
@@ -225,9 +227,29 @@ def _check_photo(rgb: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0)
 
 
+# The face-choice options, by parameter name, with the command-line flag of each.
+FACE_CHOICE_FLAGS = {"face_indices": "--faces", "max_faces": "--max-faces",
+                     "only_center_face": "--only-center-face", "min_face_size": "--min-face-size",
+                     "det_threshold": "--det-threshold", "detector": "--detector"}
+
+
+def face_choices_given(*, face_indices: Sequence[int] | None = None, max_faces: int | None = None,
+                       only_center_face: bool = False, min_face_size: float = 0.0,
+                       det_threshold: float | None = None, detector: object = None) -> list[str]:
+    """The face-choice options set to something other than their default (parameter names).
+
+    Without detection (``aligned``, ``whole_image``, or a whole-photo task)
+    they would do nothing, so they are refused rather than silently ignored.
+    """
+    given = {"face_indices": face_indices is not None, "max_faces": max_faces is not None,
+             "only_center_face": bool(only_center_face), "min_face_size": min_face_size > 0,
+             "det_threshold": det_threshold not in (None, DEFAULT_THRESHOLD), "detector": detector is not None}
+    return [name for name in FACE_CHOICE_FLAGS if given[name]]
+
+
 def _check_options(spec: Task, rgb: np.ndarray, *, upscale: int | None, batch_size: int,
                    bg_task: str | None, aligned: bool, whole_image: bool, mask: np.ndarray | None,
-                   steps: int | None, fidelity: float) -> int:
+                   steps: int | None, fidelity: float, face_choices: list[str]) -> int:
     scale = spec.scale if upscale is None else upscale
     if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= MAX_UPSCALE:
         raise UsageError(f"upscale must be a whole number from 1 to {MAX_UPSCALE}, got {upscale!r}")
@@ -240,6 +262,10 @@ def _check_options(spec: Task, rgb: np.ndarray, *, upscale: int | None, batch_si
                          hint="--aligned: the photo is one aligned face; --whole-image: tile the whole photo")
     if spec.kind == "image" and aligned:
         raise UsageError(f"task {spec.name} restores whole photos; --aligned is for face tasks")
+    if face_choices and (aligned or whole_image or spec.kind == "image"):
+        why = "aligned=True" if aligned else "whole_image=True" if whole_image else f"task {spec.name}"
+        raise UsageError(f"{why} skips face detection, so {', '.join(face_choices)} would be ignored",
+                         hint="drop them, or let faces be detected")
     if mask is not None:
         if spec.name != "inpainting":
             raise UsageError(f"a mask is only used by the inpainting task, not {spec.name}")
@@ -255,14 +281,14 @@ def _check_options(spec: Task, rgb: np.ndarray, *, upscale: int | None, batch_si
 
 def _load_restorer(source: str, task: str, device: "str | torch.device", *, seed: int | None,
                    steps: int | None, fidelity: float) -> Restorer:
-    from .checkpoint import load_model
+    from elir_cli.registry.loading import load_model
 
     return model_restorer(load_model(source, task=task, device=device), seed=seed, steps=steps,
                           fidelity=fidelity)
 
 
 def _detector(detector: "FaceDetector | str | None", device: "str | torch.device") -> "FaceDetector":
-    from .detection import FaceDetector, cached_detector
+    from elir_cli.faces.detection import FaceDetector, cached_detector
 
     if isinstance(detector, FaceDetector):
         return detector
@@ -271,7 +297,7 @@ def _detector(detector: "FaceDetector | str | None", device: "str | torch.device
 
 def _select(found: list[Face], size: tuple[int, int], min_face_size: float, only_center_face: bool,
             max_faces: int | None, face_indices: Sequence[int] | None) -> list[Face]:
-    from .detection import select_faces
+    from elir_cli.faces.detection import select_faces
 
     return select_faces(found, image_size=size, min_face_size=min_face_size,
                         only_center_face=only_center_face, max_faces=max_faces, face_indices=face_indices)
@@ -279,7 +305,7 @@ def _select(found: list[Face], size: tuple[int, int], min_face_size: float, only
 
 def _background(rgb: np.ndarray, scale: int, bg_task: str | None, bg_restorer: Restorer | None,
                 batch_size: int, device: "str | torch.device", seed: int | None) -> np.ndarray:
-    from .paste import resize_background
+    from elir_cli.faces.paste import resize_background
 
     if bg_task is None:
         return resize_background(rgb, scale)
@@ -300,7 +326,7 @@ def _tiled(rgb: np.ndarray, restorer: Restorer, spec: Task, scale: int, batch_si
 
 def _model_input(rgb: np.ndarray, matrix: np.ndarray, spec: Task, mask: np.ndarray | None) -> np.ndarray:
     """One aligned crop, prepared as the task's model was trained."""
-    from .alignment import align_face, masked_input, sr_input
+    from elir_cli.faces.alignment import align_face, masked_input, sr_input
 
     crop = align_face(rgb, matrix, spec.input_size)
     if spec.name == "sr":
@@ -328,7 +354,7 @@ def _restore_aligned(rgb: np.ndarray, restorer: Restorer, spec: Task, scale: int
     """The photo is one aligned face: resize to the task size, restore, resize to the output."""
     import cv2
 
-    from .alignment import apply_affine, face_template, invert_affine
+    from elir_cli.faces.alignment import apply_affine, face_template, invert_affine
 
     height, width = rgb.shape[:2]
     size = spec.input_size

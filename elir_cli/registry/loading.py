@@ -1,0 +1,46 @@
+"""Loading ELIR from a weights file or a task name, and converting files.
+
+For a task name the weights are found through :mod:`.hub`; the file is read by
+:mod:`elir_cli.model.checkpoint` and built with the task's settings by
+:mod:`.fit`. Reading a file never needs to know about downloading it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .fit import build_task_model
+from .tasks import task_names
+
+if TYPE_CHECKING:
+    import torch
+
+    from elir_cli.model.elir import ElirModel
+
+
+def load_model(source: str | os.PathLike[str], task: str | None = None,
+               device: "str | torch.device" = "cpu") -> "ElirModel":
+    """Load ELIR from a weights file (any supported format) or a task name."""
+    from elir_cli.model.checkpoint import read_checkpoint
+
+    path = Path(source)
+    if not path.exists() and isinstance(source, str) and os.sep not in source and source in task_names():
+        from .hub import ensure_task_weights
+
+        task = task or source
+        path = ensure_task_weights(source)
+    ckpt = read_checkpoint(path)
+    model = build_task_model(ckpt, task, source=str(path))
+    return model.to(device)
+
+
+def convert_to_safetensors(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                           task: str | None = None) -> Path:
+    """Convert any supported file to our safetensors, checked against the model first."""
+    from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
+
+    ckpt = read_checkpoint(src)
+    model = build_task_model(ckpt, task, source=str(src))
+    return save_safetensors(dst, ckpt.state_dict, model.config, task=model.task)
