@@ -294,7 +294,7 @@ def publish(
     target = manifest_target() if write_manifest else None
     console = _stderr()
     publication = publish_weights(repo, source_dir=source_dir, branch=branch, token=token, dry_run=dry_run,
-                                  progress=True, on_step=console.print)
+                                  progress=True, on_step=lambda message: console.print(message, markup=False))
     typer.echo(json.dumps(publication.manifest_entries(), indent=2))
     if publication.revision is None:
         console.print(f"Dry run: {len(publication.files)} files checked and converted; nothing uploaded.")

@@ -51,7 +51,7 @@ from .release import (
     release_url,
     verify_download,
 )
-from .store import hub_endpoint, sha256_file
+from .store import hub_endpoint, is_offline, sha256_file
 from .tasks import Manifest, Task, load_manifest, manifest_path
 
 if TYPE_CHECKING:
@@ -132,19 +132,43 @@ def publish_weights(repo_id: str, *, source_dir: str | os.PathLike[str] | None =
     source = Path(source_dir) if source_dir is not None else None
     if source is not None:
         check_source_dir(source, tasks)
+    if not dry_run and is_offline():
+        raise UsageError("HF_HUB_OFFLINE is set, and publishing needs the hub",
+                         hint="unset HF_HUB_OFFLINE, or check the files with --dry-run")
     api = None if dry_run else hub_api(resolve_token(token))
     if api is not None:
         check_write_access(api, repo_id, step)  # a bad token fails now, not after the conversions
-    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX))
+    stage = _make_stage()
     try:
-        files = stage_weights(stage, tasks, source, progress=progress, step=step)
-        (stage / CARD_NAME).write_text(model_card(manifest, files), encoding="utf-8")
+        with _staging_errors(stage):
+            files = stage_weights(stage, tasks, source, progress=progress, step=step)
+            (stage / CARD_NAME).write_text(model_card(manifest, files), encoding="utf-8")
         if api is None:
             return Publication(repo_id=repo_id, revision=None, commit_url=None, files=files)
         revision, url = upload_stage(api, stage, repo_id, branch=branch, files=files, step=step)
         return Publication(repo_id=repo_id, revision=revision, commit_url=url, files=files)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _make_stage() -> Path:
+    try:
+        return Path(tempfile.mkdtemp(prefix=STAGE_PREFIX))
+    except OSError as exc:
+        raise UsageError(f"cannot make a temporary folder in {tempfile.gettempdir()}: {exc.strerror or exc}",
+                         hint="point TMPDIR at a writable folder with room for the five files") from None
+
+
+@contextmanager
+def _staging_errors(stage: Path) -> Iterator[None]:
+    """A full or read-only disk while converting is a one-line error, not a traceback."""
+    try:
+        yield
+    except ElirError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"cannot write the converted files in {stage.parent}: {exc.strerror or exc}",
+                         hint="point TMPDIR at a writable folder with room for the five files") from None
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -177,7 +201,7 @@ def release_filename(task: Task) -> str:
 def check_source_dir(folder: Path, tasks: list[Task]) -> None:
     """The folder exists and holds a file under every task's release name."""
     if not folder.is_dir():
-        raise UsageError(f"--from {folder}: no such folder",
+        raise UsageError(f"--from {folder} is not a folder",
                          hint="give the folder that holds the authors' release .pth files")
     missing = [release_filename(t) for t in tasks if not (folder / release_filename(t)).is_file()]
     if missing:
