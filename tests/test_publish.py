@@ -39,7 +39,7 @@ from elir_cli.registry import hub, store, tasks
 from elir_cli.registry.publish import PublishedFile, Publication, publish_weights, write_manifest_entries
 from elir_cli.registry.tasks import weights_dir
 from hub_server import WRITE_TOKEN, HubServer, ReleaseServer
-from hubtools import release_path, sha256, tiny_files
+from hubtools import real_manifest, release_path, sha256, tiny_config
 
 REPO = "elir-cli/elir"
 TASKS = ("bfr", "sr", "denoising", "inpainting", "bsr")
@@ -55,12 +55,16 @@ def release_name(task: str) -> str:
 def authors_pth(task: str) -> bytes:
     """A tiny model for ``task`` saved as the authors save theirs (a flat state dict, torch.save).
 
-    In float16: only names and shapes are checked, the dtype is kept as it is,
-    and half the bytes halve the time of five uploads and downloads.
+    Random float16 tensors with the task's names and shapes: only those are
+    checked, the dtype is kept as it is, and half the bytes halve the time of
+    five uploads and downloads.
     """
-    state = torch.load(io.BytesIO(tiny_files(task, seed=SEEDS[task])["pth"]), weights_only=True)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in ElirModel(tiny_config(real_manifest()["tasks"][task]["model"]))
+                  .state_dict().items()}
+    generator = torch.Generator().manual_seed(SEEDS[task])
     buffer = io.BytesIO()
-    torch.save({k: v.half() for k, v in state.items()}, buffer)
+    torch.save({k: torch.randn(shape, generator=generator).half() for k, shape in shapes.items()}, buffer)
     return buffer.getvalue()
 
 

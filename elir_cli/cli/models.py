@@ -267,7 +267,8 @@ def publish(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check and convert every file and print the sha256 values; upload nothing.")] = False,
     token: Annotated[Optional[str], typer.Option(
-        "--token", help="Hub token with write access (default: HF_TOKEN, else the `hf auth login` token).",
+        "--token", help="Hub token with write access (default: HF_TOKEN, else the `hf auth login` token; "
+                        "prefer those, since other users can see a command line).",
         show_default=False)] = None,
 ) -> None:
     """For the maintainers: convert the authors' weights and publish them to a hub repo.
