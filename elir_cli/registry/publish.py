@@ -237,11 +237,11 @@ def _download_release(t: Task, url: str, progress: bool) -> Path:
         return fetch_url(url, progress, what=f"the release file of task {t.name!r}")
     except HostUnreachable:
         raise DownloadError(f"the release host of {url} cannot be reached",
-                        hint=f"check your connection (and ${RELEASE_ENDPOINT_ENV}), or give the files "
-                             "with --from DIR") from None
+                            hint=f"check your connection (and ${RELEASE_ENDPOINT_ENV}), or give the files "
+                                 "with --from DIR") from None
     except NotFoundOnHost as exc:
         raise DownloadError(f"the release file of task {t.name!r} is missing at {url} (HTTP {exc.status})",
-                        hint=f"check ${RELEASE_ENDPOINT_ENV}, or give the files with --from DIR") from None
+                            hint=f"check ${RELEASE_ENDPOINT_ENV}, or give the files with --from DIR") from None
 
 
 def _convert(stage: Path, t: Task, path: Path, name: str, tasks: list[Task], seen: dict[str, str],
