@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from cli_helpers import assert_one_line_error, run_elir
 from elir_cli.errors import (
     CheckpointError,
+    DownloadError,
     StateDictMismatchError,
     UnsafeCheckpointError,
     UploadError,
@@ -309,6 +310,24 @@ def test_tokens_and_hubs_that_cannot_take_the_upload(hub_server: HubServer, tiny
     with pytest.raises(UsageError):
         publish_weights("not a repo", source_dir=release_dir, token=WRITE_TOKEN)
     assert not [entry for entry in hub_server.log if entry[0] == "POST"] and not list(staging.iterdir())
+
+
+def test_release_files_that_cannot_be_fetched(hub_server: HubServer, release_server: ReleaseServer,
+                                              tiny_manifest: Path, staging: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    release_server.add(release_path("bfr"), authors_pth("bfr"))  # and nothing for sr
+    with pytest.raises(DownloadError) as err:
+        publish_weights(REPO)
+    assert "release file of task 'sr' is missing" in err.value.message and "HTTP 404" in err.value.message
+
+    dead = ReleaseServer()
+    dead.stop()  # a port nobody listens on
+    monkeypatch.setenv("ELIR_RELEASE_ENDPOINT", dead.url)
+    with pytest.raises(DownloadError) as err:
+        publish_weights(REPO)
+    assert "cannot be reached" in err.value.message and "--from DIR" in (err.value.hint or "")
+    assert REPO not in hub_server.repos and not list(staging.iterdir())
+    assert not list(store.downloads_dir().glob("*"))
 
 
 @pytest.mark.parametrize("style", ["bundled", "indent 4 with a final newline"])
