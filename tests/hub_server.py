@@ -43,7 +43,8 @@ none or another token answers 401, one of ``server.read_only_tokens`` 403):
 - ``POST /api/models/{repo_id}/commit/{rev}``: an ndjson body (a header line,
   then ``file`` lines with base64 content and ``deletedFile`` lines) becomes
   a new commit on the branch; the answer carries ``commitOid``, which the
-  download side then serves like any other commit.
+  download side then serves like any other commit. Each commit's summary
+  is appended to ``server.commit_messages``.
 - ``POST /api/models/{repo_id}/branch/{branch}``: a branch from ``main``.
 
 Request bodies are bounded (``server.max_body_bytes``, else 413).
