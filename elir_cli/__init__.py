@@ -36,6 +36,7 @@ from .errors import (
     OutputExistsError,
     StateDictMismatchError,
     UnsafeCheckpointError,
+    UploadError,
     UsageError,
 )
 from .model.config import ModelConfig
@@ -88,6 +89,7 @@ __all__ = [
     "StateDictMismatchError",
     "Task",
     "UnsafeCheckpointError",
+    "UploadError",
     "UsageError",
     "cached_task_weights",
     "convert_to_safetensors",

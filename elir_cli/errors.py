@@ -77,6 +77,10 @@ class ChecksumMismatchError(DownloadError):
     """A file whose sha256 differs from the one the registry records; it is removed."""
 
 
+class UploadError(ElirError):
+    """A publish to the hub that failed: refused (401/403), unreachable, or rejected."""
+
+
 class CacheError(ElirError):
     """The weights cache cannot be written (disk full, read-only folder, no permission)."""
 

@@ -1,6 +1,7 @@
-"""``elir models``: list, download, inspect, import, verify and remove weights.
+"""``elir models``: list, download, inspect, import, verify, remove and publish weights.
 
-Thin commands over :mod:`elir_cli.registry.hub`: results go to stdout, progress bars and
+Thin commands over :mod:`elir_cli.registry.hub` (and :mod:`elir_cli.registry.publish`
+for the maintainers' ``publish``): results go to stdout, progress bars and
 logs to stderr. ``list`` and ``--help`` import neither torch nor
 huggingface_hub, so they answer at once.
 """
@@ -249,3 +250,57 @@ def remove(task: TaskArgument) -> None:
         typer.echo(f"removed\t{path}")
     if not removed:
         _stderr().print(f"Nothing cached for {task}.")
+
+
+@app.command()
+def publish(
+    repo: Annotated[str, typer.Option(
+        "--repo", help="Hub repo to publish to, ORG/NAME (created if missing).", show_default=False)],
+    source_dir: Annotated[Optional[Path], typer.Option(
+        "--from", help="Folder holding the authors' five release .pth files under their release names "
+                       "(default: download them from the release URLs).", show_default=False)] = None,
+    branch: Annotated[str, typer.Option(
+        "--branch", help="Branch of the repo to commit to (created from main if missing).")] = "main",
+    write_manifest: Annotated[bool, typer.Option(
+        "--write-manifest", help="Also write the repo, revision and sha256 values into the manifest "
+                                 "($ELIR_MANIFEST or the bundled one).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check and convert every file and print the sha256 values; upload nothing.")] = False,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", help="Hub token with write access (default: HF_TOKEN, else the `hf auth login` token; "
+                        "prefer those, since other users can see a command line).",
+        show_default=False)] = None,
+) -> None:
+    """For the maintainers: convert the authors' weights and publish them to a hub repo.
+
+    Each release .pth is read safely, checked against its task's tensor shapes
+    and converted to .safetensors; a model card (licence, paper, task table,
+    sha256 of every file) is added and everything is uploaded in one commit.
+    The manifest entries (revision = that commit, sha256 per file) are printed
+    as JSON on stdout, ready to paste, or written with --write-manifest.
+
+    Examples:
+
+      elir models publish --repo elir-cli/elir --from ~/Downloads/elir-release
+
+      elir models publish --repo elir-cli/elir --write-manifest
+
+      elir models publish --repo my-org/elir --from weights/ --dry-run
+    """
+    from elir_cli.registry.publish import manifest_target, publish_weights, write_manifest_entries
+
+    if dry_run and write_manifest:
+        raise UsageError("--dry-run uploads nothing, so there is no revision to write",
+                         hint="leave out --write-manifest, or --dry-run")
+    target = manifest_target() if write_manifest else None
+    console = _stderr()
+    publication = publish_weights(repo, source_dir=source_dir, branch=branch, token=token, dry_run=dry_run,
+                                  progress=True, on_step=lambda message: console.print(message, markup=False))
+    typer.echo(json.dumps(publication.manifest_entries(), indent=2))
+    if publication.revision is None:
+        console.print(f"Dry run: {len(publication.files)} files checked and converted; nothing uploaded.")
+        return
+    console.print(f"Published {len(publication.files)} files to {repo}@{publication.revision} "
+                  f"({publication.commit_url}).")
+    if target is not None:
+        console.print(f"Wrote the entries into {write_manifest_entries(publication, target)}.")
