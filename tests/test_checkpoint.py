@@ -148,3 +148,18 @@ def test_missing_file_is_a_checkpoint_error(tmp_path: Path) -> None:
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     save_safetensors(tmp_path / "m.safetensors", tiny_model().state_dict(), TINY)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_the_same_weights_give_the_same_bytes(tmp_path: Path) -> None:
+    """safetensors writes its metadata in hash-map order; ours sorts it, so the sha256 is stable."""
+    import json
+
+    state = tiny_model(0).state_dict()
+    extra = {f"key{i}": str(i) for i in range(6)}
+    files = [save_safetensors(tmp_path / f"w{i}.safetensors", state, TINY, task="denoising",
+                              extra_metadata=extra).read_bytes() for i in range(4)]
+    assert all(f == files[0] for f in files)
+    length = int.from_bytes(files[0][:8], "little")
+    header = json.loads(files[0][8:8 + length])
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    assert read_checkpoint(tmp_path / "w0.safetensors").task == "denoising"  # still a valid file

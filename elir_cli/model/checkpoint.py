@@ -46,6 +46,7 @@ CKPT_GROUPS = {
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTO = 0x80
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+SAFETENSORS_LENGTH_BYTES = 8  # a safetensors file opens with its header's length, u64 little-endian
 COLLAPSE_KEY = re.compile(r"^(?P<stem>.*\.block\.)(?P<idx>\d+)\.weight$")
 
 Format = Literal["safetensors", "pth", "ckpt"]
@@ -279,8 +280,28 @@ def save_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_safetensors_metadata(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _sort_safetensors_metadata(path: str | os.PathLike[str]) -> None:
+    """Put a safetensors header's metadata in sorted order, in place, at the same length.
+
+    The safetensors writer emits the metadata in hash-map order, which differs
+    from run to run; sorted, the same tensors and metadata give the same bytes
+    (and the same sha256): a store or a hub upload of the same weights does not change.
+    """
+    with open(path, "r+b") as fh:
+        length = int.from_bytes(fh.read(SAFETENSORS_LENGTH_BYTES), "little")
+        header = json.loads(fh.read(length))
+        metadata = header.pop("__metadata__", None)
+        ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata else {}) | header
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > length:  # cannot happen for the same content; leave the file as written
+            return
+        fh.seek(SAFETENSORS_LENGTH_BYTES)
+        fh.write(text + b" " * (length - len(text)))  # the writer pads with spaces too

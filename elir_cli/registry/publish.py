@@ -66,7 +66,6 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 STAGE_PREFIX = "elir-publish-"
 MESSAGE_LIMIT = 200
 MANIFEST_INDENT = 2
-SAFETENSORS_LENGTH_BYTES = 8  # a safetensors file opens with its header's length, u64 little-endian
 CARD_TAGS = ("image-restoration", "face-restoration", "super-resolution", "flow-matching", "elir")
 PAPER_TITLE = "Efficient Image Restoration via Latent Consistency Flow Matching"
 PAPER_AUTHORS = "Elad Cohen, Idan Achituve, Idit Diamant, Arnon Netzer, Hai Victor Habi"
@@ -269,30 +268,10 @@ def _convert(stage: Path, t: Task, path: Path, name: str, tasks: list[Task], see
     # gives the same bytes, whichever way it came.
     save_safetensors(target, ckpt.state_dict, config, task=t.name,
                      extra_metadata={"source": t.release_url, "source_sha256": digest})
-    sort_safetensors_metadata(target)
     published = PublishedFile(task=t.name, filename=t.hub_filename, sha256=sha256_file(target),
                               size=target.stat().st_size, source_name=name, source_sha256=digest)
     step(f"{name} fits task {t.name}: {t.hub_filename} sha256 {published.sha256}")
     return published
-
-
-def sort_safetensors_metadata(path: Path) -> None:
-    """Put a safetensors header's metadata in sorted order, in place, at the same length.
-
-    The safetensors writer emits the metadata in hash-map order, which differs
-    from run to run; sorted, the same tensors and metadata give the same bytes
-    (and the same sha256), so publishing the same files twice changes nothing.
-    """
-    with open(path, "r+b") as fh:
-        length = int.from_bytes(fh.read(SAFETENSORS_LENGTH_BYTES), "little")
-        header = json.loads(fh.read(length))
-        metadata = header.pop("__metadata__", None)
-        ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata else {}) | header
-        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if len(text) > length:  # cannot happen for the same content; leave the file as written
-            return
-        fh.seek(SAFETENSORS_LENGTH_BYTES)
-        fh.write(text + b" " * (length - len(text)))  # the writer pads with spaces too
 
 
 def _fits(ckpt: "Checkpoint", task: Task) -> bool:
