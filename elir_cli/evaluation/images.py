@@ -9,6 +9,7 @@ degraded and restored files are PNGs whatever the originals were.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -16,6 +17,18 @@ import numpy as np
 
 from elir_cli.errors import UsageError
 from elir_cli.images.read import is_image_file, read_image, to_float, to_uint8
+
+
+@dataclass
+class Pair:
+    """One evaluated image: its LQ file and, where given, ground truth, restored file and mask."""
+
+    key: str
+    lq: Path
+    gt: Path | None = None
+    restored: Path | None = None
+    mask: Path | None = None
+    values: dict[str, float] = field(default_factory=dict)
 
 
 def walk_images(root: Path, *, exclude: Iterable[Path] = ()) -> list[Path]:
