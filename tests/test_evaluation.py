@@ -431,3 +431,27 @@ def test_cli_degrade_then_eval_end_to_end(tmp_path: Path, hq_dir: Path) -> None:
     assert "| sub/camera |" in (out / "results.md").read_text()
     again = run_elir(*args, env=env)
     assert "already exists" in assert_one_line_error(again)
+
+
+def test_identity_angle_with_arcface_weights_in_the_released_layout(tmp_path: Path) -> None:
+    """IDS: a state dict saved as the ArcFace release is (DataParallel 'module.' keys) loads strictly;
+    the angle is 0 for the same face and grows as the face is changed."""
+    import torch
+
+    from elir_cli.errors import StateDictMismatchError
+    from elir_cli.evaluation.identity import IdentityMetric, build_arcface
+
+    torch.manual_seed(0)
+    net = build_arcface()
+    assert sum(p.numel() for p in net.parameters()) > 10_000_000  # ResNet-18 with a 32768x512 fc
+    path = tmp_path / "resnet18_110.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
+    ids = IdentityMetric(path, torch.device("cpu"))
+    face = to_float(resize_bicubic_uint8(read_uint8(FACES / "astronaut.png"), (128, 128)))
+    other = to_float(resize_bicubic_uint8(read_uint8(FACES / "grace_hopper.jpg"), (128, 128)))
+    same = ids.angle(face, face)
+    slightly = ids.angle(np.clip(face + 0.02, 0, 1), face)
+    assert same < 0.1 < slightly < ids.angle(other, face) <= 180
+    torch.save({k: v for k, v in net.state_dict().items() if not k.startswith("fc5")}, path)
+    with pytest.raises(StateDictMismatchError, match="fc5"):
+        IdentityMetric(path, torch.device("cpu"))

@@ -80,7 +80,7 @@ def evaluate(
     fidelity: opt.Fidelity = 1.0,
     device: opt.DeviceOpt = opt.Device.auto,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="fidelity=0,0.25,0.5,0.75,1 or steps=1,2,3: one run per value, a perception-distortion plot and table.")] = None,
-    identity_weights: Annotated[Optional[str], typer.Option("--identity-weights", help="ArcFace weights (basicsr's arcface_resnet18.pth) for the IDS metric.")] = None,
+    identity_weights: Annotated[Optional[str], typer.Option("--identity-weights", help="ArcFace ResNet-18 weights (resnet18_110.pth, as VQFR/PMRF use) for the IDS angle per image.")] = None,
     show: Annotated[int, typer.Option("--show", min=0, help="Worst and best images shown in report.html.")] = 3,
     overwrite: opt.Overwrite = False,
     as_json: JsonOut = False,
@@ -91,10 +91,6 @@ def evaluate(
 
     console = stderr_console(quiet=quiet)
     swept = parse_sweep(sweep) if sweep is not None else None
-    if identity_weights is not None and metrics is None:
-        from elir_cli.evaluation.metrics import default_metrics
-
-        metrics = ",".join(default_metrics(task.value) + ["ids"])
     settings = EvalSettings(task=task.value, lq_dir=lq, out_dir=output, gt_dir=gt, restored_dir=restored,
                             weights=weights, metrics=metrics, seed=seed, steps=steps, fidelity=fidelity,
                             device=device.value, identity_weights=identity_weights, overwrite=overwrite, show=show)

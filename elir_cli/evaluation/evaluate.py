@@ -74,7 +74,7 @@ class Evaluator:
         if not 0.0 <= s.fidelity <= 1.0:
             raise UsageError(f"--fidelity must be in [0, 1], got {s.fidelity}")
         self._check_folders()
-        self.names = parse_metrics(s.metrics, s.task)
+        self.names = parse_metrics(s.metrics, s.task, identity=s.identity_weights is not None)
         if "ids" in self.names and s.identity_weights is None:
             raise UsageError("metric ids needs ArcFace weights", hint="give --identity-weights FILE, or drop ids")
         if s.gt_dir is None:

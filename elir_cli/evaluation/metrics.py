@@ -104,18 +104,23 @@ def paper_metrics(task: str) -> list[str]:
     return [m.name for m in METRICS.values() if m.label in paper]
 
 
-def default_metrics(task: str) -> list[str]:
-    """The paper's metrics for ``task`` plus consistency where the task's degradation is known."""
-    names = paper_metrics(task)
+def default_metrics(task: str, *, identity: bool = False) -> list[str]:
+    """The paper's metrics for ``task`` plus consistency where the task's degradation is known.
+
+    IDS only with ``identity`` (its ArcFace weights are given, never downloaded).
+    """
+    names = [n for n in paper_metrics(task) if identity or n != "ids"]
+    if identity and "ids" not in names and get_task(task).kind == "face":
+        names.append("ids")
     if task in CONSISTENCY_TASKS:
         names.append("consistency")
     return names
 
 
-def parse_metrics(text: str | None, task: str) -> list[str]:
+def parse_metrics(text: str | None, task: str, *, identity: bool = False) -> list[str]:
     """``"psnr,ssim"`` -> a checked list; None -> :func:`default_metrics`."""
     if text is None:
-        return default_metrics(task)
+        return default_metrics(task, identity=identity)
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if not names:
         raise UsageError("--metrics is empty", hint=f"choose from: {', '.join(METRICS)}")
