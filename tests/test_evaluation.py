@@ -224,17 +224,22 @@ def read_uint8_bytes(data: bytes) -> np.ndarray:
     return to_uint8(read_image(data).rgb)
 
 
-def test_psnr_and_ssim_equal_scikit_image_on_real_photos() -> None:
-    pytest.importorskip("pyiqa", reason="the metrics come from pyiqa (pip install 'elir-cli[eval]')")
+def test_psnr_and_ssim_equal_scikit_image_and_pyiqa_on_real_photos() -> None:
     metrics_skimage = pytest.importorskip("skimage.metrics", reason="scikit-image is the independent reference")
+    pytest.importorskip("pyiqa", reason="pyiqa's own psnr/ssim are the second reference (pip install 'elir-cli[eval]')")
     import torch
 
-    from elir_cli.evaluation.metrics import MetricSet
+    from elir_cli.evaluation.metrics import MetricSet, pyiqa_factory
 
-    metrics = MetricSet(["psnr", "ssim"], "sr", torch.device("cpu"))
+    cpu = torch.device("cpu")
+    metrics = MetricSet(["psnr", "ssim"], "sr", cpu)  # built in: no pyiqa
+    with_pyiqa = MetricSet(["psnr", "ssim"], "sr", cpu, factory=pyiqa_factory)
     luma = np.array([0.299, 0.587, 0.114])
     for gt, x in _pairs():
         ours = metrics.per_image(x, gt)
+        theirs = with_pyiqa.per_image(x, gt)
+        assert ours["psnr"] == pytest.approx(theirs["psnr"], abs=1e-5)
+        assert ours["ssim"] == pytest.approx(theirs["ssim"], abs=1e-6)
         ref_psnr = metrics_skimage.peak_signal_noise_ratio(gt.astype(np.float64), x.astype(np.float64), data_range=1.0)
         # SSIM as the paper computes it: Y of YIQ (BT.601 weights) in 0-255, rounded; Gaussian window
         # of sigma 1.5 (11x11), population covariances, constants for a range of 255.
