@@ -336,11 +336,12 @@ def test_missing_metric_weights_offline_is_one_line_naming_the_files(tmp_path: P
     torch_home = tmp_path / "torch"
     env = {"TORCH_HOME": str(torch_home), "HF_HUB_OFFLINE": "1", "ELIR_MANIFEST": str(MANIFEST)}
     res = run_elir("eval", "--task", "bfr", "--lq", str(hq_dir), "--restored", str(hq_dir), "--gt", str(hq_dir),
-                   "-o", str(tmp_path / "out"), "--metrics", "psnr,lpips", env=env)
+                   "-o", str(tmp_path / "out"), "--metrics", "psnr,lpips,niqe", env=env)
     line = assert_one_line_error(res)
     folder = torch_home / "hub"
-    assert "LPIPS" in line and "vgg16-397923af.pth in " + str(folder / "checkpoints") in line
+    assert "metrics LPIPS, NIQE need" in line and "vgg16-397923af.pth in " + str(folder / "checkpoints") in line
     assert "LPIPS_v0.1_vgg-a78928a0.pth in " + str(folder / "pyiqa") in line
+    assert "niqe_modelparameters.mat in " + str(folder / "pyiqa") in line
     assert "Hint:" in res.stderr.decode() and "https://" in res.stderr.decode()
     assert not (tmp_path / "out").exists()
 
@@ -396,6 +397,19 @@ def test_the_sweep_writes_its_plot_and_table(tmp_path: Path, hq_dir: Path, our_m
     assert len(set(psnrs)) > 1  # the settings really differ
     for p in result["points"]:
         assert (tmp_path / "out" / "sweep" / p["label"] / "results.json").is_file()
+
+
+def test_default_metrics_are_the_papers_and_ids_needs_its_weights(our_manifest: Path) -> None:
+    from elir_cli.errors import UsageError
+    from elir_cli.evaluation.metrics import default_metrics, parse_metrics
+
+    assert default_metrics("bfr") == ["psnr", "ssim", "lpips", "niqe", "musiq", "fid"]
+    assert default_metrics("bfr", identity=True)[-1] == "ids"
+    assert default_metrics("sr") == ["psnr", "ssim", "lpips", "fid", "consistency"]
+    assert default_metrics("bsr") == ["psnr", "ssim", "lpips", "niqe", "clipiqa"]
+    for bad, task in (("fid", "bsr"), ("consistency", "bfr"), ("psnr,sharpness", "sr"), (",", "sr")):
+        with pytest.raises(UsageError):
+            parse_metrics(bad, task)
 
 
 def test_parse_sweep_refuses_bad_values() -> None:

@@ -181,10 +181,12 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in TRUE_VALUES
 
 
-def missing_weights_error(spec: MetricSpec, missing: list[tuple[WeightFile, Path]], why: str) -> ModelNotAvailableError:
+def missing_weights_error(specs: list[MetricSpec], missing: list[tuple[WeightFile, Path]],
+                          why: str) -> ModelNotAvailableError:
     where = "; ".join(f"{w.filename} in {folder}" for w, folder in missing)
+    which = f"metric {specs[0].label} needs" if len(specs) == 1 else f"metrics {', '.join(s.label for s in specs)} need"
     return ModelNotAvailableError(
-        f"metric {spec.label} needs pretrained files that are not cached and {why}: {where}",
+        f"{which} pretrained files that are not cached and {why}: {where}",
         hint="download " + ", ".join(w.url for w, _ in missing) + " into those folders, or run once online "
              "(pyiqa fetches them; $TORCH_HOME moves its cache)")
 
@@ -268,7 +270,7 @@ def pyiqa_factory(spec: MetricSpec, task: str, device: "torch.device") -> Metric
                             hint=EVAL_EXTRA_HINT) from None
     missing = missing_weights(spec, task)
     if missing and offline():
-        raise missing_weights_error(spec, missing, f"{OFFLINE_ENV} is set")
+        raise missing_weights_error([spec], missing, f"{OFFLINE_ENV} is set")
     try:
         # pyiqa prints download notices on stdout, which is ours for results.
         with contextlib.redirect_stdout(sys.stderr):
@@ -276,7 +278,7 @@ def pyiqa_factory(spec: MetricSpec, task: str, device: "torch.device") -> Metric
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         missing = missing_weights(spec, task)
         if missing:
-            raise missing_weights_error(spec, missing, f"cannot be downloaded now ({_one_line(exc)})") from exc
+            raise missing_weights_error([spec], missing, f"cannot be downloaded now ({_one_line(exc)})") from exc
         raise ElirError(f"metric {spec.label} could not be created: {_one_line(exc)}",
                         hint="check the files in pyiqa's cache " + str(cache_folder('pyiqa'))) from exc
 
@@ -320,7 +322,27 @@ class MetricSet:
         self.device = device
         self.specs = [metric_spec(n) for n in names]
         factory = factory or default_factory
-        self._fns = {s.name: factory(s, task, device) for s in self.specs if s.pyiqa_name is not None}
+        self._fns = {}
+        for spec in self.specs:
+            if spec.pyiqa_name is None:
+                continue
+            try:
+                self._fns[spec.name] = factory(spec, task, device)
+            except ModelNotAvailableError as exc:
+                raise self._all_missing(exc) from None
+
+    def _all_missing(self, first: ModelNotAvailableError) -> ModelNotAvailableError:
+        """One error naming every missing file of every chosen metric, not only the first metric's."""
+        specs, missing = [], []
+        for spec in self.specs:
+            files = missing_weights(spec, self.task) if spec.weights or spec.name == "fid" else []
+            if files:
+                specs.append(spec)
+                missing += [f for f in files if f not in missing]
+        if len(specs) < 2:
+            return first
+        why = f"{OFFLINE_ENV} is set" if offline() else "cannot be downloaded now"
+        return missing_weights_error(specs, missing, why)
 
     def per_image(self, restored: np.ndarray, gt: np.ndarray | None) -> dict[str, float]:
         """Per-image metrics (full-reference ones only with a ground truth), on the output clipped to [0, 1]."""

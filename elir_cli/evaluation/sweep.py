@@ -58,14 +58,16 @@ def plot(parameter: str, points: list[dict[str, Any]], task: str) -> bytes:
         xs = [p["overall"][x_name]["ours"] for p in points]
         ys = [p["overall"][y_name]["ours"] for p in points]
         ax.plot(xs, ys, "-o", color="tab:blue")
-        for (x, y), labels in _coincident(points, xs, ys).items():
-            ax.annotate(", ".join(labels), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        for (x, y), values in _coincident(points, xs, ys, parameter).items():
+            note = ax.annotate(f"{parameter}={', '.join(values)}", (x, y), textcoords="offset points",
+                               xytext=(6, 6), fontsize=9)
+            note.set_in_layout(False)  # a long label must not squeeze the axes
         ax.ticklabel_format(useOffset=False)
         ax.set_xlabel(axis_label(x_name, "distortion"))
         perceptual = y_name in PERCEPTUAL
         ax.set_ylabel(axis_label(y_name, "perception" if perceptual else "no perceptual metric measured"))
         ax.grid(True, alpha=0.3)
-        ax.margins(0.15)
+        ax.margins(x=0.2, y=0.15)
     ax.set_title(f"elir eval {task}: sweep over {parameter}")
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -73,14 +75,15 @@ def plot(parameter: str, points: list[dict[str, Any]], task: str) -> bytes:
     return buffer.getvalue()
 
 
-def _coincident(points: list[dict[str, Any]], xs: list[float], ys: list[float]) -> dict[tuple[float, float], list[str]]:
-    """Labels grouped by point, so settings that give the same result share one label instead of overprinting."""
+def _coincident(points: list[dict[str, Any]], xs: list[float], ys: list[float],
+                parameter: str) -> dict[tuple[float, float], list[str]]:
+    """Setting values grouped by point, so settings that give the same result share one label."""
     span_x = (max(xs) - min(xs)) or 1.0
     span_y = (max(ys) - min(ys)) or 1.0
     groups: dict[tuple[float, float], list[str]] = {}
     for p, x, y in zip(points, xs, ys):
         key = next((k for k in groups if abs(k[0] - x) < 0.02 * span_x and abs(k[1] - y) < 0.02 * span_y), (x, y))
-        groups.setdefault(key, []).append(p["label"])
+        groups.setdefault(key, []).append(f"{p[parameter]:g}")
     return groups
 
 
