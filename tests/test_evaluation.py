@@ -249,6 +249,12 @@ def test_psnr_and_ssim_equal_scikit_image_and_pyiqa_on_real_photos() -> None:
         assert ours["psnr"] == pytest.approx(ref_psnr, abs=1e-4)
         assert ours["ssim"] == pytest.approx(ref_ssim, abs=1e-4)
         assert 0.2 < ours["ssim"] < 0.999 and 15 < ours["psnr"] < 45  # real, distinct distortions
+    # A hand-computed case: the negative of a noise image is anti-correlated in every window, so
+    # pyiqa's SSIM (its contrast-structure term clipped at 0) is exactly 0, where scikit-image's is negative.
+    noise = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    assert metrics.per_image(1 - noise, noise)["ssim"] == 0.0 == with_pyiqa.per_image(1 - noise, noise)["ssim"]
+    # and PSNR of a uniform error e is -20 log10(e)
+    assert metrics.per_image(np.clip(noise + 0.1, 0, 1), np.clip(noise, 0, 0.9))["psnr"] == pytest.approx(20.0, abs=1e-4)
 
 
 # --------------------------------------------------------------------------- consistency
