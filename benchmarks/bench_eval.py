@@ -117,7 +117,7 @@ def main() -> None:
             t = time.perf_counter()
             restore_array(lq, task=args.task, restorer=model_restorer(model, seed=2025), aligned=True, upscale=1)
             per_image.append(time.perf_counter() - t)
-        first, rest = per_image[0], per_image[1:] or per_image
+        rest = per_image[1:] or per_image  # the first includes the warm-up
         real = statistics.median(rest) * args.images
         print(f"full-size {args.task} ELIR (K={spec.model.k_steps}): {', '.join(f'{t:.2f}' for t in per_image)} s per image "
               f"(first includes warm-up); median {statistics.median(rest):.2f} s -> {real:.0f} s for {args.images} images")

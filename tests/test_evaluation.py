@@ -288,6 +288,28 @@ def test_consistency_is_maximal_for_an_exact_pre_image_and_drops_when_content_is
     assert consistency("bfr", gt, gt) is None and consistency("bsr", gt, gt) is None
 
 
+def test_eval_uses_the_inpainting_mask_from_the_manifest(tmp_path: Path, hq_dir: Path, our_manifest: Path) -> None:
+    """Restored files that keep every pixel the input kept and paint the missing ones white are
+    exact pre-images (80 dB); the same files judged without the mask would score low."""
+    from elir_cli.evaluation.evaluate import EvalSettings, Evaluator
+
+    lq = tmp_path / "lq"
+    manifest = deg.degrade_folder("inpainting", hq_dir, lq, size=64)
+    painted = tmp_path / "painted"
+    for entry in manifest["files"]:
+        image = read_uint8(lq / entry["output"])
+        image[read_uint8(lq / entry["mask"])[:, :, 0] == 255] = 255
+        (painted / entry["output"]).parent.mkdir(parents=True, exist_ok=True)
+        (painted / entry["output"]).write_bytes(encode_png(image))
+    settings = EvalSettings(task="inpainting", lq_dir=lq, restored_dir=painted, out_dir=tmp_path / "out",
+                            metrics="consistency", device="cpu")
+    results = Evaluator(settings).run()
+    assert [r["name"] for r in results["images"]] == ["astronaut", "grace_hopper", "sub/camera"]  # masks/ is not input
+    assert all(r["consistency"] == pytest.approx(80.0) for r in results["images"])
+    image = to_float(read_uint8(painted / "astronaut.png"))
+    assert consistency("inpainting", image, to_float(read_uint8(lq / "astronaut.png"))) < 15  # without the mask
+
+
 # --------------------------------------------------------------------------- metrics that need weights
 
 

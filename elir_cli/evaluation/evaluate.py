@@ -29,8 +29,6 @@ from .metrics import METRICS, MetricFactory, MetricSet, metric_spec, parse_metri
 from .report import RESULTS_JSON, write_results
 
 if TYPE_CHECKING:
-    import torch
-
     from elir_cli.pipeline.photo import Restorer
 
 RESTORED_DIR = "restored"

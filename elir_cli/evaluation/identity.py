@@ -34,7 +34,6 @@ LUMA = (0.299, 0.587, 0.114)
 
 def build_arcface():  # type: ignore[no-untyped-def]
     """ResNet-18 for faces (IR blocks, no SE), 1x128x128 grey in [-1, 1] -> 512-d embedding."""
-    import torch
     from torch import nn
 
     def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
