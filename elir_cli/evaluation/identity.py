@@ -124,18 +124,22 @@ class IdentityMetric:
         self.net = net.eval().to(device)
         self.device = device
 
-    def embed(self, rgb: np.ndarray) -> np.ndarray:
+    def embed(self, *images: np.ndarray) -> np.ndarray:
+        """(N, 512) float64 embeddings of float RGB images, in one forward pass."""
         import cv2
         import torch
 
-        grey = np.clip(rgb, 0.0, 1.0).astype(np.float32) @ np.array(LUMA, dtype=np.float32) * 255.0
-        grey = cv2.resize(grey, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy((grey - 127.5) / 127.5)[None, None].to(self.device)  # (1,1,128,128)
+        batch = []
+        for rgb in images:
+            grey = np.clip(rgb, 0.0, 1.0).astype(np.float32) @ np.array(LUMA, dtype=np.float32) * 255.0
+            grey = cv2.resize(grey, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+            batch.append((grey - 127.5) / 127.5)
+        x = torch.from_numpy(np.stack(batch))[:, None].to(self.device)  # (N,1,128,128)
         with torch.inference_mode():
-            return self.net(x)[0].double().cpu().numpy()
+            return self.net(x).double().cpu().numpy()
 
     def angle(self, restored: np.ndarray, gt: np.ndarray) -> float:
         """Degrees between the embeddings of ``restored`` and ``gt`` (0: same identity to ArcFace)."""
-        a, b = self.embed(restored), self.embed(gt)
+        a, b = self.embed(restored, gt)
         cos = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
         return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
