@@ -423,8 +423,12 @@ def test_the_sweep_writes_its_plot_and_table(tmp_path: Path, hq_dir: Path, our_m
     assert "| fidelity | PSNR | SSIM | Consistency | seconds |" in table and "| 0.5 |" in table
     psnrs = [p["overall"]["psnr"]["ours"] for p in result["points"]]
     assert len(set(psnrs)) > 1  # the settings really differ
+    restored = []
     for p in result["points"]:
-        assert (tmp_path / "out" / "sweep" / p["label"] / "results.json").is_file()
+        folder = tmp_path / "out" / "sweep" / p["label"]
+        assert (folder / "results.json").is_file()
+        restored.append((folder / "restored" / "astronaut.png").read_bytes())  # each setting restores anew
+    assert restored[0] != restored[2]
 
 
 def test_default_metrics_are_the_papers_and_ids_needs_its_weights(our_manifest: Path) -> None:

@@ -11,7 +11,7 @@ the restoration and measures files restored elsewhere.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -163,7 +163,8 @@ class Evaluator:
         face = self.spec.kind == "face"
         records = []
         restored_folder = s.restored_dir or out_dir / RESTORED_DIR
-        for i, pair in enumerate(self.pairs):
+        pairs = [replace(p, values={}) for p in self.pairs]  # this run's outputs; the set-up stays as given
+        for i, pair in enumerate(pairs):
             lq = read_float(pair.lq)
             if pair.restored is not None:
                 restored = read_float(pair.restored)
@@ -177,13 +178,13 @@ class Evaluator:
                                                    overwrite=s.overwrite, source_path=pair.lq)
             records.append(self._measure(pair, lq, restored))
             if self.progress:
-                self.progress(i + 1, len(self.pairs), pair.key)
+                self.progress(i + 1, len(pairs), pair.key)
         folder_values = self.metrics.per_folder(restored_folder)
         seconds = time.perf_counter() - started
         results = self._results(records, folder_values, fidelity=fidelity, steps=steps,
                                 timing={"total_s": seconds, "restore_s": restore_seconds,
                                         "other_s": seconds - restore_seconds})
-        write_results(results, self.pairs, out_dir, overwrite=s.overwrite, report=report, show=s.show)
+        write_results(results, pairs, out_dir, overwrite=s.overwrite, report=report, show=s.show)
         return results
 
     def _measure(self, pair: Pair, lq: np.ndarray, restored: np.ndarray) -> dict[str, Any]:
