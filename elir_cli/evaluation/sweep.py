@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from elir_cli.atomicwrite import write_bytes_atomic
+from elir_cli.errors import ElirError
 
 from .metrics import METRICS
 
@@ -44,7 +45,11 @@ def axis_label(name: str, role: str) -> str:
 
 def plot(parameter: str, points: list[dict[str, Any]], task: str) -> bytes:
     """The curve as PNG bytes."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ElirError("the sweep plot needs matplotlib, which is not installed",
+                        hint='pip install "elir-cli[eval]"') from None
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
