@@ -374,6 +374,23 @@ def test_missing_metric_weights_offline_is_one_line_naming_the_files(tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+def test_without_pyiqa_psnr_ssim_work_and_other_metrics_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import torch
+
+    from elir_cli.errors import ElirError
+    from elir_cli.evaluation.metrics import MetricSet
+
+    monkeypatch.setitem(sys.modules, "pyiqa", None)  # "import pyiqa" now fails as if it were not installed
+    image = to_float(read_uint8(FACES / "camera.png"))[:64, :64]
+    values = MetricSet(["psnr", "ssim"], "sr", torch.device("cpu")).per_image(image, image)
+    assert values == {"psnr": pytest.approx(80.0), "ssim": pytest.approx(1.0)}
+    with pytest.raises(ElirError, match="need pyiqa") as caught:
+        MetricSet(["psnr", "lpips"], "sr", torch.device("cpu"))
+    assert caught.value.hint == 'pip install "elir-cli[eval]"'
+
+
 def test_a_prefilled_cache_is_used_offline(tmp_path: Path, hq_dir: Path) -> None:
     """A small stand-in for NIQE's parameters in pyiqa's cache: pyiqa's NIQE runs on it, offline."""
     pytest.importorskip("pyiqa", reason="the metrics come from pyiqa (pip install 'elir-cli[eval]')")
