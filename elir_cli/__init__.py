@@ -12,6 +12,7 @@ docstring what it owns and which others it may import (``May import:``), and
 - ``images/``    (1) decoding and encoding stills, metadata, 16-bit PNG
 - ``faces/``     (2) detection, alignment, paste
 - ``pipeline/``  (3) photo restoration, tiling, files, batches
+- ``evaluation/`` (4) the paper's degradations and metrics, ``elir eval``
 - ``cli/``       (5) thin Typer commands over all of it
 
 Features built on the pipeline (video, serving, evaluation, distributed
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from .images.write import encode_image, write_image
     from .model.checkpoint import read_checkpoint
     from .model.elir import ElirModel
+    from .evaluation.degrade import degrade_folder
+    from .evaluation.evaluate import EvalSettings, Evaluator
     from .pipeline.photo import RestoreResult, restore_array, restore_image
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
     from .registry.loading import convert_to_safetensors, load_model
@@ -70,6 +73,9 @@ _LAZY = {
     "make_output": "images.read",
     "encode_image": "images.write",
     "write_image": "images.write",
+    "degrade_folder": "evaluation.degrade",
+    "EvalSettings": "evaluation.evaluate",
+    "Evaluator": "evaluation.evaluate",
 }
 
 __all__ = [
@@ -81,6 +87,8 @@ __all__ = [
     "DownloadError",
     "ElirError",
     "ElirModel",
+    "EvalSettings",
+    "Evaluator",
     "ImageError",
     "ModelConfig",
     "ModelNotAvailableError",
@@ -93,6 +101,7 @@ __all__ = [
     "UsageError",
     "cached_task_weights",
     "convert_to_safetensors",
+    "degrade_folder",
     "encode_image",
     "get_task",
     "is_image_file",

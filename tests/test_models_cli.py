@@ -43,7 +43,7 @@ def imported_modules(*args: str) -> set[str]:
 
 
 @pytest.mark.parametrize("args", [("models", "list"), ("models", "--help"), ("--help",), ("--version",),
-                                  ("restore", "--help"), ("batch", "--help")])
+                                  ("restore", "--help"), ("batch", "--help"), ("eval", "--help"), ("degrade", "--help")])
 def test_fast_commands_import_neither_torch_nor_the_http_stack(args: tuple[str, ...]) -> None:
     modules = imported_modules(*args)
     assert "elir_cli" in modules  # the measurement works
