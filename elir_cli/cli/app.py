@@ -60,9 +60,11 @@ def root(
 
 def _register_commands() -> None:
     from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
+    from .serve import SERVE_EPILOG, serve
 
     app.command(epilog=RESTORE_EPILOG)(restore)
     app.command(epilog=BATCH_EPILOG)(batch)
+    app.command(epilog=SERVE_EPILOG)(serve)
 
 
 _register_commands()
