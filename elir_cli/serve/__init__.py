@@ -22,10 +22,13 @@ REQUIRED_MODULES = ("fastapi", "uvicorn", "multipart")
 
 
 def missing_dependency() -> str | None:
-    """The first module of the ``serve`` extra that cannot be imported, or None."""
-    from importlib.util import find_spec
+    """The first module of the ``serve`` extra that cannot be imported, or None (called by ``elir serve``,
+    which imports them next anyway)."""
+    from importlib import import_module
 
     for name in REQUIRED_MODULES:
-        if find_spec(name) is None:
+        try:
+            import_module(name)
+        except ImportError:
             return name
     return None

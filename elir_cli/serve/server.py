@@ -30,6 +30,8 @@ def serve(config: ServeConfig, *, log: Callable[[str], None], started: Callable[
         host = f"[{config.host}]" if ":" in config.host else config.host
         started(f"http://{host}:{config.port}/")
     try:
-        server.run()
+        server.run()  # shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a server is stopped: not an error
     finally:
         service.stop()
