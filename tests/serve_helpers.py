@@ -90,7 +90,7 @@ def rss_bytes(pid: int) -> int:
 class Server:
     """``elir serve`` in a subprocess; TMPDIR points at ``tmp`` so its temporary files can be counted."""
 
-    def __init__(self, weights: Path, tmp: Path, *extra: str) -> None:
+    def __init__(self, weights: Path, tmp: Path, *extra: str, task: str = "denoising") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
@@ -99,7 +99,7 @@ class Server:
         env = {**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200"}
         env.pop("ELIR_API_KEY", None)
         self.proc = subprocess.Popen(
-            [*ELIR, "serve", "--port", str(self.port), "--task", "denoising", "--weights", str(weights),
+            [*ELIR, "serve", "--port", str(self.port), "--task", task, "--weights", str(weights),
              "--device", "cpu", *extra], stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
