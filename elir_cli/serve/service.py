@@ -28,8 +28,10 @@ class Service:
             self.jobs = JobStore(c.jobs_dir, ttl=c.job_ttl, max_bytes=c.jobs_disk_bytes, max_jobs=c.max_jobs)
 
     def preload(self) -> None:
-        """Load the default task's models in the worker now (``--preload``); raises what loading raises."""
-        self.start()
+        """Load the default task's models in the worker now (``--preload``); raises what loading raises.
+
+        Starts only the worker: the job store (a temporary folder) comes with :meth:`start`."""
+        self.worker.start()
         self.worker.load(self.default_settings()).result()
 
     def default_settings(self):  # type: ignore[no-untyped-def]

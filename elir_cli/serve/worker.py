@@ -85,6 +85,7 @@ class ModelWorker:
         self._local = threading.local()
         self._log = log or (lambda message: None)
         self._started = False
+        self._stopped = False
         self._lock = threading.Lock()
         self._busy = 0
         self._recent: list[float] = []  # seconds of the last few restorations, for Retry-After
@@ -100,9 +101,11 @@ class ModelWorker:
             thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Cancel queued work, let running work finish, and end the threads."""
-        if not self._started:
-            return
+        """Cancel queued work, let running work finish, and end the threads (once)."""
+        with self._lock:
+            if not self._started or self._stopped:
+                return
+            self._stopped = True
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -169,7 +172,8 @@ class ModelWorker:
                 item.data = b""
                 with self._lock:
                     self._busy -= 1
-                    self._recent = (self._recent + [time.perf_counter() - started])[-8:]
+                    if not item.load_only:
+                        self._recent = (self._recent + [time.perf_counter() - started])[-8:]
 
     def _restorer_for(self, settings: "RestoreSettings") -> "FileRestorer":
         """A restorer for ``settings`` over models this thread keeps loaded."""
