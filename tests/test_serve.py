@@ -346,6 +346,16 @@ def test_cli_warns_off_loopback_and_checks_options(tmp_path: Path) -> None:
     assert "no such weights file" in assert_one_line_error(result)
 
 
+def test_cli_port_in_use_is_one_line(tiny_denoising: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_elir("serve", "--port", str(port), "--weights", str(tiny_denoising), "--task", "denoising",
+                          timeout=60)
+    assert f"cannot listen on 127.0.0.1:{port}" in assert_one_line_error(result)
+
+
 def test_cli_without_the_extra_says_how_to_install_it() -> None:
     code = ("import sys; sys.modules['fastapi'] = None; sys.argv = ['elir', 'serve']; "
             "from elir_cli.cli import main; main()")
