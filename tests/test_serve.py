@@ -130,11 +130,21 @@ def test_bad_options_are_422_naming_the_field(client: TestClient, fields: dict, 
     (upload(b""), "image"),                    # an empty file
     (upload(b"hello, not an image"), "image"),
     (upload(b"\x89PNG\r\n\x1a\n" + b"\0" * 40), "image"),  # a PNG signature, then nothing
+    (upload(b"\0\0\0\x18ftypmp42" + b"\0" * 40), "image"),  # an MP4 video: not yet
 ])
 def test_bad_uploads_are_422(client: TestClient, files, field: str) -> None:  # type: ignore[no-untyped-def]
     r = client.post("/v1/restore", files=files, data=FAST)
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field
+
+
+def test_a_video_is_refused_for_now_but_avif_photos_are_not(client: TestClient) -> None:
+    r = client.post("/v1/jobs", files=upload(b"\0\0\0\x18ftypisom" + b"\0" * 64, "clip.mp4"), data=FAST)
+    assert r.status_code == 422 and "video" in r.json()["error"]
+    avif = (PHOTOS / "awkward" / "hopper.avif").read_bytes()
+    assert avif[4:8] == b"ftyp"  # the same container as MP4
+    r = client.post("/v1/restore", files=upload(avif, "hopper.avif"), data={**FAST, "faces": NO_FACE})
+    assert r.status_code == 200, r.text
 
 
 def test_awkward_files_get_an_image_or_a_4xx_json_and_the_server_keeps_serving(client: TestClient) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/v1", tags=["restore"], dependencies=[Depends(require_api_key)])
 
 READ_CHUNK = 1 << 20
+VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1aE\xdf\xa3"), (8, b"AVI "))  # MP4/MOV, Matroska/WebM, AVI
 ERRORS = {401: {"description": "Missing or wrong API key"},
           413: {"description": "Upload over --max-upload-mb"},
           422: {"description": "Bad option or unreadable image; the JSON names the field"},
@@ -43,7 +44,16 @@ async def read_upload(image: UploadFile, limit: int) -> bytes:
     await image.close()
     if not total:
         raise ApiError(422, "the uploaded image is empty", field="image")
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    if any(data[at:at + len(magic)] == magic for at, magic in VIDEO_MAGIC) and not _is_heif_still(data):
+        raise ApiError(422, "this looks like a video; the server restores photos (videos come with the video feature)",
+                       field="image")
+    return data
+
+
+def _is_heif_still(data: bytes) -> bool:
+    """AVIF/HEIF photos are ISO-BMFF files too (``ftyp`` + a still-image brand)."""
+    return data[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
 
 
 def submit(service: Service, settings: "RestoreSettings", data: bytes,
