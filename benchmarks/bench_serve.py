@@ -62,15 +62,23 @@ def direct_restorer(weights: Path, task: str, steps: int | None):  # type: ignor
     return restorer
 
 
-def direct_once(restorer, data: bytes) -> float:  # type: ignore[no-untyped-def]
+def direct_once(restorer, data: bytes) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Wall time and minor page faults of the worker's library calls, run here."""
+    import resource
+
     from elir_cli.images.read import make_output, read_image
     from elir_cli.images.write import encode_image
 
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     image = read_image(data)
     result = restorer.restore_decoded(image)
     encode_image(make_output(image, result.array), "auto", quality=95)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+
+def minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def server_once(base: str, data: bytes, fields: dict[str, str]) -> tuple[float, float]:
@@ -95,10 +103,14 @@ def summary(values: list[float]) -> dict[str, float]:
 def overhead(server, restorer, data: bytes, fields: dict[str, str], runs: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
     server_once(server.base, data, fields)  # warm both up
     direct_once(restorer, data)
-    direct, served, inside = [], [], []
+    direct, served, inside, direct_faults, server_faults = [], [], [], [], []
     for _ in range(runs):  # alternate, so that load from elsewhere falls on both
-        direct.append(direct_once(restorer, data))
+        seconds, faults = direct_once(restorer, data)
+        direct.append(seconds)
+        direct_faults.append(faults)
+        before = minor_faults(server.proc.pid)
         wall, work = server_once(server.base, data, fields)
+        server_faults.append(minor_faults(server.proc.pid) - before)
         served.append(wall)
         inside.append(work)
     d, s = statistics.median(direct), statistics.median(served)
@@ -108,6 +120,9 @@ def overhead(server, restorer, data: bytes, fields: dict[str, str], runs: int) -
     return {"direct": summary(direct), "server": summary(served), "server_worker": summary(inside),
             "overhead_ms": (s - d) * 1000, "overhead_ratio": s / d, "limit_s": limit, "ok": s < limit,
             "http_overhead_ms": statistics.median(http) * 1000,
+            # load-independent: page faults per restoration, here and in the server's worker thread
+            "minor_faults_direct": statistics.median(direct_faults),
+            "minor_faults_server": statistics.median(server_faults),
             "http_ok": statistics.median(http) < (OVERHEAD_FACTOR - 1) * d + OVERHEAD_MS / 1000}
 
 
