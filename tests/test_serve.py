@@ -4,7 +4,7 @@ One tiny random model (task denoising, --steps 1) serves every test. Most
 images are small noise pictures in which the detector finds no face, or are
 sent with ``faces=99`` (a face number no photo has), so that the model cost
 stays out of the test time; a real face photo is restored where the point is
-the model's work (the browser test).
+the model's work (the browser test, which checks that one face was found).
 """
 
 from __future__ import annotations
@@ -80,15 +80,10 @@ def test_restore_answers_the_image_with_faces_and_timings(client: TestClient) ->
     assert float(r.headers["x-elir-seconds"]) >= 0
 
 
-def test_restore_restores_faces_in_a_real_photo(client: TestClient) -> None:
-    photo = Image.open(PHOTOS / "faces" / "grace_hopper.jpg").resize((128, 150))
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=90)
-    r = client.post("/v1/restore", files=upload(buffer.getvalue(), "grace.jpg"), data={**FAST, "ext": "webp"})
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "image/webp"
-    assert int(r.headers["x-elir-faces"]) == 1
-    assert Image.open(io.BytesIO(r.content)).size == (128, 150)
+def test_restore_writes_the_format_asked_for(client: TestClient) -> None:
+    r = client.post("/v1/restore", files=upload(png_bytes((40, 40), seed=7)), data={**FAST, "ext": "webp"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    assert Image.open(io.BytesIO(r.content)).format == "WEBP"
 
 
 @pytest.mark.parametrize("how", ["accept", "query"])
