@@ -61,11 +61,13 @@ def root(
 def _register_commands() -> None:
     from .evaluate import DEGRADE_EPILOG, EVAL_EPILOG, degrade, evaluate
     from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
+    from .serve import SERVE_EPILOG, serve
 
     app.command(epilog=RESTORE_EPILOG)(restore)
     app.command(epilog=BATCH_EPILOG)(batch)
     app.command(epilog=DEGRADE_EPILOG)(degrade)
     app.command(name="eval", epilog=EVAL_EPILOG)(evaluate)
+    app.command(epilog=SERVE_EPILOG)(serve)
 
 
 _register_commands()

@@ -54,32 +54,9 @@ def _stderr() -> Any:
 
 
 def _status_dict(name: str) -> dict[str, Any]:
-    from elir_cli.registry.inventory import task_status
+    from elir_cli.registry.inventory import task_status_json
 
-    s = task_status(name)
-    t = s.task
-    return {
-        "task": t.name,
-        "title": t.title,
-        "restores": t.restores,
-        "kind": t.kind,
-        "input_size": t.input_size,
-        "scale": t.scale,
-        "steps": t.model.k_steps,
-        "sigma_s": t.model.sigma_s,
-        "parameters": t.parameters,
-        "download_bytes": t.download_bytes,
-        "licence": t.licence,
-        "cached": s.path is not None,
-        "path": str(s.path) if s.path else None,
-        "source": s.source,
-        "origin": s.record.origin if s.record else None,
-        "sha256": s.record.sha256 if s.record else None,
-        "hub": {"repo_id": s.hub_repo, "revision": s.hub_revision, "filename": t.hub_filename,
-                "sha256": t.hub_sha256},
-        "release": {"url": t.release_url, "sha256": t.release_sha256},
-        "paper": t.paper,
-    }
+    return task_status_json(name)
 
 
 @app.command("list")

@@ -27,6 +27,7 @@ BATCH_EPILOG = """\b
 Examples:
   elir batch scans/ -o restored/               # mirror the tree; rerun to resume
   elir batch scans/ -o out/ --report run.json  # per-file status and timings
+  elir batch scans/ -o out/ --report run.html  # a page with a before/after slider per file
 """
 
 
@@ -127,7 +128,7 @@ def batch(
     folder: Annotated[Path, typer.Argument(help="Folder to restore (recursively).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside.")],
     options: opt.RestoreOptions = opt.RestoreOptions(),
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings as JSON.", rich_help_panel=opt.OUTPUT)] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings: as JSON, or as a page with before/after sliders when the name ends in .html.", rich_help_panel=opt.OUTPUT)] = None,
 ) -> None:
     """Restore every image under a folder; existing outputs are skipped, so a rerun resumes."""
     from elir_cli.pipeline.batch import plan_batch, run_batch, write_report
@@ -156,7 +157,12 @@ def batch(
 
         summary = run_batch(restorer, items, on_done=done)
     if report is not None:
-        write_report(report, summary, restorer.describe())
+        from elir_cli.reports.html import is_html_report, write_html_report
+
+        if is_html_report(report):
+            write_html_report(report, summary, restorer.describe())
+        else:
+            write_report(report, summary, restorer.describe())
     if options.as_json:
         typer.echo(json.dumps(summary.to_json(restorer.describe()), indent=2))
     elif not options.quiet:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from elir_cli.model.runtime import Runtime
 
 HASH_CHUNK = 1 << 20
+# The settings that decide which models a FileRestorer loads (FileRestorer.sharing).
+MODEL_FIELDS = ("task", "weights", "device", "precision", "compile", "bg_task", "detector", "batch_size")
 COMPARE_SUFFIX = "_compare"
 FACES_DIR_BEFORE = "before"
 FACES_DIR_AFTER = "after"
@@ -247,6 +249,23 @@ class FileRestorer:
 
             self._detector = FaceDetector(self.settings.detector or DEFAULT_DETECTOR, device=self.runtime.device)
         return self._detector
+
+    def sharing(self, settings: RestoreSettings) -> "FileRestorer":
+        """A restorer for ``settings`` that uses this one's models and detector, loading them first.
+
+        For callers that keep models loaded and restore each image with its own
+        seed, steps, fidelity, face choice and output format (the server).
+        ``settings`` must agree with this restorer's on :data:`MODEL_FIELDS`.
+        """
+        differ = [name for name in MODEL_FIELDS if getattr(settings, name) != getattr(self.settings, name)]
+        if differ:
+            raise ValueError(f"sharing: settings differ in {', '.join(differ)}, which decide the models")
+        self.prepare()
+        other = FileRestorer(settings, log=self._log)
+        other.__dict__["runtime"] = self.runtime
+        other._model, other._bg_model, other._detector = self._model, self._bg_model, self._detector
+        other.weights_path, other._files = self.weights_path, self._files
+        return other
 
     def faster_precision_hint(self) -> str | None:
         """A tip when the CPU could run bf16 (AMX/AVX512-BF16) but fp32 was chosen."""

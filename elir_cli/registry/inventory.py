@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .store import (
     FileRecord,
@@ -68,6 +68,34 @@ def task_status(task: str) -> TaskStatus:
     if path is not None:
         source = record.source if record else ("hub" if path.parent.parent.name == "snapshots" else "import")
     return TaskStatus(task=t, path=path, source=source, record=record, hub_repo=repo, hub_revision=revision)
+
+
+def task_status_json(task: str) -> dict[str, Any]:
+    """One task and its cached weights as plain JSON data (``elir models list --json``, ``GET /v1/models``)."""
+    s = task_status(task)
+    t = s.task
+    return {
+        "task": t.name,
+        "title": t.title,
+        "restores": t.restores,
+        "kind": t.kind,
+        "input_size": t.input_size,
+        "scale": t.scale,
+        "steps": t.model.k_steps,
+        "sigma_s": t.model.sigma_s,
+        "parameters": t.parameters,
+        "download_bytes": t.download_bytes,
+        "licence": t.licence,
+        "cached": s.path is not None,
+        "path": str(s.path) if s.path else None,
+        "source": s.source,
+        "origin": s.record.origin if s.record else None,
+        "sha256": s.record.sha256 if s.record else None,
+        "hub": {"repo_id": s.hub_repo, "revision": s.hub_revision, "filename": t.hub_filename,
+                "sha256": t.hub_sha256},
+        "release": {"url": t.release_url, "sha256": t.release_sha256},
+        "paper": t.paper,
+    }
 
 
 VerifyStatus = Literal["ok", "mismatch", "unverified"]
