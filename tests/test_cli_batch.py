@@ -43,7 +43,8 @@ def make_tree(root: Path, copies: int = 1) -> tuple[list[Path], list[Path]]:
 
 
 def outputs(out: Path) -> list[Path]:
-    return sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".json")
+    """Finished outputs: not the reports, nor an atomic write's hidden temporary file."""
+    return sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and not p.name.startswith("."))
 
 
 def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: Path, tmp_path: Path) -> None:
