@@ -146,7 +146,13 @@ def batch(
         ("--ray-address", ray_address, None), ("--num-model-workers", num_model_workers, None),
         ("--cpus-per-worker", cpus_per_worker, 1.0), ("--gpus-per-worker", gpus_per_worker, 0.0)) if value != default]
     if engine is opt.Engine.local and ray_given:
-        raise UsageError(f"{', '.join(ray_given)} only apply with --engine ray", hint="add --engine ray, or drop them")
+        raise UsageError(f"{', '.join(ray_given)} {'needs' if len(ray_given) == 1 else 'need'} --engine ray",
+                         hint="add --engine ray, or drop them")
+    if engine is opt.Engine.ray:
+        from elir_cli.distributed.cluster import check_local_folder
+
+        check_local_folder(str(folder), what="the input folder")
+        check_local_folder(str(output), what="the output folder")
     items = plan_batch(folder, output, suffix=options.suffix)
     progress = _progress(console, enabled=not options.as_json and not options.quiet)
     error = None
@@ -161,11 +167,13 @@ def batch(
                 _report_one(console, record)
 
         if engine is opt.Engine.ray:
+            from rich.markup import escape
+
             from elir_cli.distributed import RayOptions, run_ray_batch
 
             result = run_ray_batch(settings, items, RayOptions(
                 address=ray_address, num_model_workers=num_model_workers, cpus_per_worker=cpus_per_worker,
-                gpus_per_worker=gpus_per_worker), log=console.print, on_done=done)
+                gpus_per_worker=gpus_per_worker), log=lambda message: console.print(escape(message)), on_done=done)
             summary, described, error = result.summary, result.settings, result.error
         else:
             summary, described = _batch_locally(console, settings, items, folder, done)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -102,6 +103,16 @@ class Cluster:
                 hint="lower --num-model-workers, --cpus-per-worker or --gpus-per-worker, or use --ray-address")
 
 
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def check_local_folder(path: str, *, what: str) -> None:
+    """Refuse a storage URL (s3://, gs://) for ``what``: the plan reads the folder tree through the file system."""
+    if URL_SCHEME.match(path):
+        raise UsageError(f"{what} {path} is a URL; the Ray engine reads and writes folders through the file system",
+                         hint="mount the bucket on every node (s3fs, gcsfuse, a shared NFS) and give its path")
+
+
 def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail in ``timeout`` seconds when nothing listens at ``host:port`` (``auto`` is Ray's to find)."""
     if address == "auto":
@@ -165,8 +176,7 @@ def ray_session(options: RayOptions) -> Iterator[Cluster]:
 
 def _describe(ray: ModuleType, *, local: bool) -> Cluster:
     resources = ray.cluster_resources()
-    address = ray.get_runtime_context().gcs_address if hasattr(ray.get_runtime_context(), "gcs_address") else ""
-    return Cluster(address=address, local=local, cpus=float(resources.get("CPU", 0)),
+    return Cluster(address=ray.get_runtime_context().gcs_address, local=local, cpus=float(resources.get("CPU", 0)),
                    gpus=float(resources.get("GPU", 0)))
 
 

@@ -17,6 +17,7 @@ rerun skips every finished output.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -72,7 +73,7 @@ def run_ray_batch(settings: RestoreSettings, items: list[BatchItem], options: Ra
     result = RayBatchResult(summary=summary, settings={})
     if todo:
         ray = import_ray()  # before the weights: a missing extra fails at once
-        weights_files = {source: str(path) for source, path in restorer.fetch_weights().items()}
+        weights_files = {source: str(path.resolve()) for source, path in restorer.fetch_weights().items()}
         with ray_session(options) as cluster:
             result.workers = cluster.workers(options)
             cluster.check_fits(options, result.workers)
@@ -87,7 +88,8 @@ def run_ray_batch(settings: RestoreSettings, items: list[BatchItem], options: Ra
                 compute=ray.data.ActorPoolStrategy(size=result.workers),
                 num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
                 fn_constructor_args=(settings, weights_files),
-                fn_constructor_kwargs={"torch_threads": options.torch_threads, "registry": worker_registry})
+                fn_constructor_kwargs={"torch_threads": options.torch_threads, "cwd": os.getcwd(),
+                                       "registry": worker_registry})
             try:
                 for row in dataset.iter_rows():
                     index, record = record_from_row(row)

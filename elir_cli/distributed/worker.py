@@ -31,13 +31,23 @@ class ModelWorker:
     """Restores files with one model loaded per Ray actor."""
 
     def __init__(self, settings: RestoreSettings, weights_files: Mapping[str, str], *, torch_threads: int,
-                 registry: str | None = None) -> None:
+                 cwd: str | None = None, registry: str | None = None) -> None:
         """``weights_files``: source -> local file, as the driver's ``fetch_weights`` returned them.
 
+        ``cwd``: the driver's working folder; relative paths in the rows and settings
+        are relative to it (where this node has it: on one machine or a shared mount).
         ``registry``: the name of an actor with a ``register(handle)`` method that
         learns each worker once its model is loaded (for monitoring and tests).
         """
+        import os
+
+        from elir_cli.model.runtime import request_huge_pages
+
+        request_huge_pages()  # as the elir command does, before this process imports torch
         import torch
+
+        if cwd is not None and os.path.isdir(cwd):
+            os.chdir(cwd)  # this actor's own process: Ray starts workers in a folder of its own
 
         # The output bytes depend on the thread count (oneDNN's float sums), so fix it
         # to the worker's CPUs rather than leave it to the node.
