@@ -42,9 +42,15 @@ class Ext(str, Enum):
     tiff = "tiff"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 MODEL = "Model"
 FACES = "Faces"
 OUTPUT = "Output"
+DISTRIBUTED = "Distributed (--engine ray)"
 
 Task = Annotated[TaskName, typer.Option("--task", "-t", help="What to restore (see `elir models list`).",
                                         rich_help_panel=MODEL)]
@@ -73,6 +79,11 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Print results as JSON on 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.", rich_help_panel=OUTPUT)]
 MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images larger than this many pixels (default: 178,956,970).", rich_help_panel=OUTPUT)]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.", hidden=True)]
+EngineOpt = Annotated[Engine, typer.Option("--engine", help="local: this process; ray: a pool of model workers on Ray Data (pip install \"elir-cli[ray]\").", rich_help_panel=DISTRIBUTED)]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to run on: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray instance).", rich_help_panel=DISTRIBUTED)]
+NumModelWorkers = Annotated[Optional[int], typer.Option("--num-model-workers", min=1, help="Model workers (one loaded model each; default: as many as the CPUs or GPUs allow).", rich_help_panel=DISTRIBUTED)]
+CpusPerWorker = Annotated[float, typer.Option("--cpus-per-worker", min=0.01, help="CPUs each model worker reserves (and its torch threads).", rich_help_panel=DISTRIBUTED)]
+GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs each model worker reserves (fractions share a GPU).", rich_help_panel=DISTRIBUTED)]
 Suffix = Annotated[str, typer.Option("--suffix", help="Added to output names.", rich_help_panel=OUTPUT)]
 
 

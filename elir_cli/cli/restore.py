@@ -28,6 +28,8 @@ Examples:
   elir batch scans/ -o restored/               # mirror the tree; rerun to resume
   elir batch scans/ -o out/ --report run.json  # per-file status and timings
   elir batch scans/ -o out/ --report run.html  # a page with a before/after slider per file
+  elir batch scans/ -o out/ --engine ray       # model workers on a local Ray instance
+  elir batch s/ -o o/ --engine ray --ray-address auto --gpus-per-worker 0.5
 """
 
 
@@ -129,14 +131,75 @@ def batch(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside.")],
     options: opt.RestoreOptions = opt.RestoreOptions(),
     report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings: as JSON, or as a page with before/after sliders when the name ends in .html.", rich_help_panel=opt.OUTPUT)] = None,
+    engine: opt.EngineOpt = opt.Engine.local,
+    ray_address: opt.RayAddress = None,
+    num_model_workers: opt.NumModelWorkers = None,
+    cpus_per_worker: opt.CpusPerWorker = 1.0,
+    gpus_per_worker: opt.GpusPerWorker = 0.0,
 ) -> None:
     """Restore every image under a folder; existing outputs are skipped, so a rerun resumes."""
-    from elir_cli.pipeline.batch import plan_batch, run_batch, write_report
-    from elir_cli.pipeline.files import FileRestorer
+    from elir_cli.errors import UsageError
+    from elir_cli.pipeline.batch import plan_batch, write_report
 
     settings = options.settings()
     console = stderr_console(quiet=options.quiet)
+    ray_given = [flag for flag, value, default in (
+        ("--ray-address", ray_address, None), ("--num-model-workers", num_model_workers, None),
+        ("--cpus-per-worker", cpus_per_worker, 1.0), ("--gpus-per-worker", gpus_per_worker, 0.0)) if value != default]
+    if engine is opt.Engine.local and ray_given:
+        raise UsageError(f"{', '.join(ray_given)} {'needs' if len(ray_given) == 1 else 'need'} --engine ray",
+                         hint="add --engine ray, or drop them")
+    if engine is opt.Engine.ray:
+        from elir_cli.distributed.cluster import check_local_folder
+
+        check_local_folder(str(folder), what="the input folder")
+        check_local_folder(str(output), what="the output folder")
     items = plan_batch(folder, output, suffix=options.suffix)
+    progress = _progress(console, enabled=not options.as_json and not options.quiet)
+    error = None
+    with progress:
+        task_id = progress.add_task("Restoring", total=len(items), rate="")
+        lines = _RateLines(console, total=len(items), enabled=engine is opt.Engine.ray and not options.as_json
+                           and not options.quiet and not console.is_terminal)
+
+        def done(record) -> None:  # type: ignore[no-untyped-def]
+            progress.update(task_id, advance=1, rate=lines.advance(record))
+            if record.status == "failed":
+                _report_one(console, record)
+
+        if engine is opt.Engine.ray:
+            from rich.markup import escape
+
+            from elir_cli.distributed import RayOptions, run_ray_batch
+
+            result = run_ray_batch(settings, items, RayOptions(
+                address=ray_address, num_model_workers=num_model_workers, cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker), log=lambda message: console.print(escape(message)), on_done=done)
+            summary, described, error = result.summary, result.settings, result.error
+        else:
+            summary, described = _batch_locally(console, settings, items, folder, done)
+    lines.finish(summary)
+    if report is not None:
+        from elir_cli.reports.html import is_html_report, write_html_report
+
+        (write_html_report if is_html_report(report) else write_report)(report, summary, described)
+    if options.as_json:
+        typer.echo(json.dumps(summary.to_json(described), indent=2))
+    elif not options.quiet:
+        _summary_table(summary)
+    if error is not None:
+        raise error
+    if summary.interrupted:
+        console.print("[yellow]Interrupted[/]: run the same command again to resume.", force=True)
+        raise typer.Exit(130)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _batch_locally(console, settings, items, folder: Path, done):  # type: ignore[no-untyped-def]
+    from elir_cli.pipeline.batch import run_batch
+    from elir_cli.pipeline.files import FileRestorer
+
     restorer = FileRestorer(settings, log=console.print)
     if any(restorer.needs_model(item.output) for item in items):
         restorer.fetch_weights()
@@ -146,38 +209,44 @@ def batch(
     else:  # a finished run, run again: report it without loading torch, the model or the detector
         console.print(f"[dim]{len(items)} images under {folder}; every output exists already "
                       "(--overwrite redoes them)[/]")
-    progress = _progress(console, enabled=not options.as_json and not options.quiet)
-    with progress:
-        task_id = progress.add_task("Restoring", total=len(items))
+    return run_batch(restorer, items, on_done=done), restorer.describe()
 
-        def done(record) -> None:  # type: ignore[no-untyped-def]
-            progress.advance(task_id)
-            if record.status == "failed":
-                _report_one(console, record)
 
-        summary = run_batch(restorer, items, on_done=done)
-    if report is not None:
-        from elir_cli.reports.html import is_html_report, write_html_report
+class _RateLines:
+    """Progress as plain lines with files/s, every few seconds, where no bar can be drawn."""
 
-        if is_html_report(report):
-            write_html_report(report, summary, restorer.describe())
-        else:
-            write_report(report, summary, restorer.describe())
-    if options.as_json:
-        typer.echo(json.dumps(summary.to_json(restorer.describe()), indent=2))
-    elif not options.quiet:
-        _summary_table(summary)
-    if summary.interrupted:
-        console.print("[yellow]Interrupted[/]: run the same command again to resume.", force=True)
-        raise typer.Exit(130)
-    if not summary.ok:
-        raise typer.Exit(1)
+    EVERY_S = 10.0
+
+    def __init__(self, console, *, total: int, enabled: bool) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        self._console, self._total, self._enabled = console, total, enabled
+        self._clock = time.perf_counter
+        self._started = self._last = self._clock()
+        self._done = 0
+
+    def advance(self, record) -> str:  # type: ignore[no-untyped-def]
+        """Count ``record``; the rate so far, as the bar shows it."""
+        self._done += 1
+        now = self._clock()
+        rate = f"{self._done / max(now - self._started, 1e-9):.2f} files/s"
+        if self._enabled and now - self._last >= self.EVERY_S:
+            self._last = now
+            self._console.print(f"Restoring: {self._done}/{self._total} files, {rate}")
+        return rate
+
+    def finish(self, summary) -> None:  # type: ignore[no-untyped-def]
+        worked = summary.count("restored") + summary.count("failed")
+        if self._enabled and worked:
+            self._console.print(f"Done: {worked} files in {summary.seconds:.1f} s, "
+                                f"{worked / max(summary.seconds, 1e-9):.2f} files/s")
 
 
 def _progress(console, *, enabled: bool):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console._console,
                     disable=not enabled or not console.is_terminal)
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -147,7 +147,10 @@ def parse_face_indices(text: str | None) -> tuple[int, ...] | None:
 class FileRestorer:
     """Restores decoded images and files with one loaded model, detector and runtime."""
 
-    def __init__(self, settings: RestoreSettings, *, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: RestoreSettings, *, log: Callable[[str], None] | None = None,
+                 weights_files: Mapping[str, Path] | None = None) -> None:
+        """``weights_files``: weights already fetched (what :meth:`fetch_weights` returned
+        elsewhere, e.g. on the machine that plans a distributed batch), used as they are."""
         self.settings = settings
         self._log = log or (lambda message: None)
         self._model: ElirModel | None = None
@@ -155,7 +158,7 @@ class FileRestorer:
         self._detector = None
         self.weights_path: Path | None = None
         self._weights_sha256: str | None = None
-        self._files: dict[str, Path] = {}  # weights source -> local file
+        self._files: dict[str, Path] = dict(weights_files or {})  # weights source -> local file
 
     # Resolved on first use, so that a run with nothing to do (every output
     # already there) never imports torch.
@@ -187,15 +190,17 @@ class FileRestorer:
         return self.kept_output(dst) is None
 
     # -- loading, once ---------------------------------------------------------
-    def fetch_weights(self) -> None:
+    def fetch_weights(self) -> dict[str, Path]:
         """Find (downloading if needed) the weights of the task and the background task.
 
         Needs no torch, so weights that cannot be had fail at once instead
-        of after seconds of imports; :meth:`prepare` does it too.
+        of after seconds of imports; :meth:`prepare` does it too. Returns
+        the local files by source, for ``weights_files`` of another restorer.
         """
-        self._weights_file(self.settings.weights or self.settings.task, self.settings.task)
+        self.weights_path = self._weights_file(self.settings.weights or self.settings.task, self.settings.task)
         if self.settings.bg_task:
             self._weights_file(self.settings.bg_task, self.settings.bg_task)
+        return dict(self._files)
 
     def prepare(self) -> None:
         """Load the model, the detector and the background model now, so that a

@@ -1,0 +1,167 @@
+"""Throughput of ``elir batch``: the local engine against the Ray engine, same photos, same machine.
+
+Restores ``--files`` copies of a one-face photo (bfr at the real model size,
+random weights: the work per file is the real work) with
+
+- the local engine (one process, torch on every core),
+- the Ray engine on a local Ray instance: ``--workers`` model workers with
+  ``cores / workers`` CPUs each (default: one worker per core, one thread
+  each), and one worker with every core,
+
+through the library calls the command makes (``run_batch``,
+``run_ray_batch``), in one process, one after the other, for ``--rounds``
+rounds with the order rotated (the load of a shared machine drifts, so each
+Ray run is compared with the local run of its own round). For each it reports
+the steady throughput (files/s between the first and the last file done, so
+start-up is left out), the wall time including start-up (Ray's start,
+the workers' imports and model loads) and the mean time restoring one file
+(its record's ``seconds``). Ray's overhead is
+``1 - steady(ray) / steady(local)``; the target is under 15 %. When the
+per-file times of the engines differ (on a loaded machine a process with
+two OpenMP threads loses more to other jobs than two one-thread workers),
+the difference comes from the machine, not from Ray.
+
+    python benchmarks/bench_ray.py --files 6 --rounds 2 --out benchmarks/results/ray.json
+
+Timings on a machine shared with other jobs are noisy: compare the ratios
+of one run, and rerun when the load changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "tests" / "data" / "photos" / "faces" / "grace_hopper.jpg"
+TARGET_OVERHEAD = 0.15
+DEFAULT_FILES = 6
+DEFAULT_ROUNDS = 2
+
+
+def random_weights(folder: Path, task: str) -> Path:
+    """Full-size random weights for ``task`` (the real amount of work per face)."""
+    import torch
+
+    from elir_cli.model.checkpoint import save_safetensors
+    from elir_cli.model.elir import ElirModel
+    from elir_cli.registry.tasks import get_task
+
+    torch.manual_seed(0)
+    config = get_task(task).model
+    return save_safetensors(folder / f"random_{task}.safetensors", ElirModel(config).state_dict(), config, task=task)
+
+
+def make_folder(folder: Path, files: int) -> Path:
+    for i in range(files):
+        sub = folder / f"part{i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PHOTO, sub / f"photo{i:03d}{PHOTO.suffix}")
+    return folder
+
+
+def timed(run: Callable[[Callable[[object], None]], object]) -> dict[str, float]:
+    """Run ``run(on_done)``: wall time, the steady rate between the first and last file done
+    (as the driver sees them), and the mean time restoring one file (each record's ``seconds``)."""
+    stamps: list[float] = []
+    seconds: list[float] = []
+    started = time.perf_counter()
+
+    def done(record: object) -> None:
+        stamps.append(time.perf_counter())
+        seconds.append(float(getattr(record, "seconds") or 0.0))
+
+    run(done)
+    wall = time.perf_counter() - started
+    steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+    return {"files": len(stamps), "wall_s": round(wall, 2), "first_file_s": round(stamps[0] - started, 2),
+            "steady_files_per_s": round(steady, 4), "end_to_end_files_per_s": round(len(stamps) / wall, 4),
+            "seconds_per_file": round(sum(seconds) / len(seconds), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=DEFAULT_FILES)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--task", default="bfr")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from elir_cli.model.runtime import request_huge_pages
+
+    request_huge_pages()  # as the elir command does, before torch is imported (Ray's workers inherit it)
+    from elir_cli.distributed import RayOptions, run_ray_batch
+    from elir_cli.pipeline.batch import plan_batch, run_batch
+    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="elir-bench-ray-") as temp:
+        work = Path(temp)
+        weights = random_weights(work, args.task)
+        src = make_folder(work / "in", args.files)
+        settings = RestoreSettings(task=args.task, weights=str(weights), seed=0, device="cpu", suffix="")
+
+        def local(out: Path) -> Callable[[Callable[[object], None]], None]:
+            def run(on_done: Callable[[object], None]) -> None:
+                restorer = FileRestorer(settings)
+                restorer.prepare()
+                summary = run_batch(restorer, plan_batch(src, out), on_done=on_done)
+                assert summary.count("restored") == args.files, summary.to_json({})
+            return run
+
+        def on_ray(out: Path, workers: int, cpus: float) -> Callable[[Callable[[object], None]], None]:
+            def run(on_done: Callable[[object], None]) -> None:
+                result = run_ray_batch(settings, plan_batch(src, out),
+                                       RayOptions(num_model_workers=workers, cpus_per_worker=cpus), on_done=on_done)
+                assert result.error is None and result.summary.count("restored") == args.files, result.error
+            return run
+
+        engines = {f"local engine (1 process, {cores} threads)": lambda out: local(out),
+                   f"ray engine ({args.workers} workers x {cores / args.workers:g} CPU)":
+                       lambda out: on_ray(out, args.workers, cores / args.workers),
+                   f"ray engine (1 worker x {cores} CPU)": lambda out: on_ray(out, 1, float(cores))}
+        names = list(engines)
+        rounds: list[dict[str, dict[str, float]]] = []
+        for r in range(args.rounds):  # rotate the order: the load on a shared machine drifts
+            results: dict[str, dict[str, float]] = {}
+            for k in range(len(names)):
+                name = names[(r + k) % len(names)]
+                results[name] = timed(engines[name](work / f"out_{r}_{k}"))
+                results[name]["loadavg_1min"] = round(os.getloadavg()[0], 2)
+                print(f"round {r + 1}: {name}: {json.dumps(results[name])}", flush=True)
+            rounds.append(results)
+
+    local_name = names[0]
+    print(f"\n{args.files} files, task {args.task}, {cores} cores, {platform.processor() or platform.machine()}, "
+          f"{args.rounds} rounds (order rotated)")
+    print(f"{'engine':<36} {'steady files/s per round':>26} {'vs local':>14} {'s per file':>12} {'wall s':>10}")
+    summary: dict[str, dict[str, object]] = {}
+    for name in names:
+        rates = [rd[name]["steady_files_per_s"] for rd in rounds]
+        overheads = [1 - rd[name]["steady_files_per_s"] / rd[local_name]["steady_files_per_s"] for rd in rounds]
+        walls = [rd[name]["wall_s"] for rd in rounds]
+        per_file = [rd[name]["seconds_per_file"] for rd in rounds]
+        summary[name] = {"steady_files_per_s": rates, "overhead_vs_local": [round(o, 4) for o in overheads],
+                         "median_overhead": round(statistics.median(overheads), 4), "wall_s": walls,
+                         "seconds_per_file": per_file}
+        print(f"{name:<36} {' '.join(f'{x:.3f}' for x in rates):>26} {' '.join(f'{o:+.0%}' for o in overheads):>14} "
+              f"{' '.join(f'{x:.1f}' for x in per_file):>12} {' '.join(f'{w:.0f}' for w in walls):>10}")
+    print(f"target: Ray overhead under {TARGET_OVERHEAD:.0%} (steady throughput against the same round's local run); "
+          "s per file is the time inside restoring a file, to tell Ray's cost from the machine's")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"files": args.files, "task": args.task, "cores": cores,
+                                        "rounds": rounds, "summary": summary}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

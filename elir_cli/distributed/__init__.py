@@ -1,0 +1,36 @@
+"""Distributed batches: ``elir batch --engine ray`` on Ray Data.
+
+Owns :mod:`.cluster` (starting a small local Ray instance or connecting to a
+cluster, with one-line errors), :mod:`.worker` (the model stage: a callable
+class that Ray Data runs in an actor pool, one loaded model per actor) and
+:mod:`.job` (the local batch's plan as a Ray dataset of small rows, streamed
+back into the local batch's summary).
+
+Ray is an optional dependency (``pip install "elir-cli[ray]"``), imported
+only inside functions.
+
+Layer 4. May import: elir_cli.pipeline, elir_cli.faces, elir_cli.images, elir_cli.registry, elir_cli.model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cluster import RayOptions
+    from .job import RayBatchResult, run_ray_batch
+
+_LAZY = {"RayOptions": "cluster", "RayBatchResult": "job", "run_ray_batch": "job"}
+
+__all__ = ["RayBatchResult", "RayOptions", "run_ray_batch"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
