@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
+from . import video as vid
 from .console import stderr_console
 
 STDIO = "-"
@@ -21,22 +22,29 @@ Examples:
   elir restore *.jpg -o restored/ --seed 1     # many files into a folder
   elir restore old.png --upscale 2 --compare   # plus a before/after image
   cat in.jpg | elir restore - > out.jpg        # stdin to stdout
+  elir restore clip.mp4 -o clip_restored.mp4   # a video: sound kept, resumable
 """
 
 BATCH_EPILOG = """\b
 Examples:
   elir batch scans/ -o restored/               # mirror the tree; rerun to resume
   elir batch scans/ -o out/ --report run.json  # per-file status and timings
+  elir batch films/ -o out/ --codec h265       # videos too, recognised by content
 """
 
 
 @opt.restore_options(suffix="_restored")
 def restore(
-    inputs: Annotated[list[str], typer.Argument(help="Image files or globs; - reads standard input.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Image or video files or globs; - reads standard input.", show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several inputs; - writes standard output.")] = None,
     options: opt.RestoreOptions = opt.RestoreOptions(),
+    codec: vid.Codec = "h264",
+    crf: vid.Crf = None,
+    preset: vid.Preset = None,
+    tracking: vid.Tracking = True,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the results (frames, faces, tracks, timings, settings) as JSON.", rich_help_panel=opt.OUTPUT)] = None,
 ) -> None:
-    """Restore photos: detect faces, restore them with ELIR, paste them back."""
+    """Restore photos and videos: detect faces, restore them with ELIR, paste them back."""
     from elir_cli.errors import UsageError
     from elir_cli.pipeline.files import FileRestorer, check_destinations, expand_inputs, output_name_for
 
@@ -46,6 +54,12 @@ def restore(
     if STDIO in inputs and not use_stdin:
         raise UsageError("- (standard input) cannot be mixed with file names")
     files = [] if use_stdin else expand_inputs(inputs)
+    videos = [f for f in files if vid.is_video(f)]
+    if videos:
+        if output == STDIO:
+            raise UsageError("a video cannot be written to standard output", hint="use -o FILE")
+        return _restore_with_videos(files, videos, output, options, vid.VideoFlags(codec, crf, preset, tracking),
+                                    report)
     to_stdout = output == STDIO or (use_stdin and output is None)
     if to_stdout and len(files) > 1:
         raise UsageError("only one image can be written to standard output", hint="use -o FOLDER")
@@ -89,6 +103,11 @@ def restore(
     failed = sum(r.status == "failed" for r in records)
     if use_stdin:
         _report_one(console, records[0])
+    if report is not None and not to_stdout:
+        from elir_cli.atomicwrite import write_bytes_atomic
+
+        data = {"settings": restorer.describe(), "files": [r.to_json() for r in records]}
+        write_bytes_atomic(report, json.dumps(data, indent=2).encode() + b"\n", overwrite=True)
     if options.as_json and not to_stdout:
         typer.echo(json.dumps({"settings": restorer.describe(), "files": [r.to_json() for r in records]}, indent=2))
     elif not to_stdout and not options.quiet:
@@ -96,6 +115,51 @@ def restore(
             if r.output:
                 typer.echo(r.output)
     if failed:
+        raise typer.Exit(1)
+
+
+def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional[str], options: opt.RestoreOptions,
+                         flags: "vid.VideoFlags", report: Optional[Path]) -> None:
+    """``elir restore`` when some inputs are videos: photos as usual, videos streamed."""
+    from elir_cli.atomicwrite import write_bytes_atomic
+    from elir_cli.errors import UsageError
+    from elir_cli.pipeline.files import FileRestorer, check_destinations, output_name_for
+
+    settings = options.settings()
+    console = stderr_console(quiet=options.quiet)
+    many = len(files) > 1
+    if output is not None and many and Path(output).exists() and not Path(output).is_dir():
+        raise UsageError(f"{output} is a file but there are {len(files)} inputs", hint="give a folder with -o")
+    names = {src: output_name_for(src, out=output, suffix=options.suffix, many=many) for src in files}
+    check_destinations([(src, name) for src, name in names.items() if src not in videos])
+    flags.check()  # option errors (and a missing PyAV) before loading anything
+    restorer = FileRestorer(settings, log=console.print)
+    restorer.fetch_weights()
+    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+    _tip(console, restorer)
+    restorer.prepare()
+    records = []
+    show = not options.quiet and not options.as_json
+    for src in files:
+        if src in videos:
+            name = names[src]
+            record = vid.restore_one(src, vid.video_output(src, name.path, name.exact), restorer, flags, console,
+                                     show=show)
+            vid.report_video(console, record)
+        else:
+            record, _ = restorer.restore_file(src, names[src])
+            _report_one(console, record)
+        records.append(record)
+    result = {"settings": {**restorer.describe(), "video": flags.__dict__}, "files": [r.to_json() for r in records]}
+    if report is not None:
+        write_bytes_atomic(report, json.dumps(result, indent=2).encode() + b"\n", overwrite=True)
+    if options.as_json:
+        typer.echo(json.dumps(result, indent=2))
+    elif not options.quiet:
+        for r in records:
+            if r.output:
+                typer.echo(r.output)
+    if any(r.status == "failed" for r in records):
         raise typer.Exit(1)
 
 
@@ -128,14 +192,21 @@ def batch(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside.")],
     options: opt.RestoreOptions = opt.RestoreOptions(),
     report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings as JSON.", rich_help_panel=opt.OUTPUT)] = None,
+    codec: vid.Codec = "h264",
+    crf: vid.Crf = None,
+    preset: vid.Preset = None,
+    tracking: vid.Tracking = True,
 ) -> None:
-    """Restore every image under a folder; existing outputs are skipped, so a rerun resumes."""
+    """Restore every image and video under a folder; existing outputs are skipped, so a rerun resumes."""
     from elir_cli.pipeline.batch import plan_batch, run_batch, write_report
     from elir_cli.pipeline.files import FileRestorer
 
     settings = options.settings()
     console = stderr_console(quiet=options.quiet)
-    items = plan_batch(folder, output, suffix=options.suffix)
+    items = plan_batch(folder, output, suffix=options.suffix, include=vid.is_image_or_video)
+    flags = vid.VideoFlags(codec, crf, preset, tracking)
+    if any(vid.is_video(item.src) for item in items):
+        flags.check()
     restorer = FileRestorer(settings, log=console.print)
     if any(restorer.needs_model(item.output) for item in items):
         restorer.fetch_weights()
@@ -154,7 +225,8 @@ def batch(
             if record.status == "failed":
                 _report_one(console, record)
 
-        summary = run_batch(restorer, items, on_done=done)
+        hook = vid.batch_hook(restorer, flags, console, show=not options.as_json and not options.quiet)
+        summary = run_batch(restorer, items, on_done=done, restore_item=hook)
     if report is not None:
         write_report(report, summary, restorer.describe())
     if options.as_json:

@@ -6,7 +6,8 @@ One-Euro landmark filter, scene cuts), :mod:`.frames` (one frame restored with
 the photo pipeline from tracked, smoothed faces), :mod:`.segments` (the
 manifest that makes a run resumable), :mod:`.mux` (encoding segments, joining
 them with the audio and subtitles of the input) and :mod:`.stream` (the three
-stages joined by bounded queues, and :func:`restore_video`).
+stages joined by bounded queues, and :func:`restore_video`) and :mod:`.flicker`
+(the flicker measure the benchmark and tests use).
 
 Layer 4. May import: elir_cli.pipeline, elir_cli.faces, elir_cli.images, elir_cli.registry, elir_cli.model.
 """

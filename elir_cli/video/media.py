@@ -41,6 +41,7 @@ CODECS = {
 HARDWARE_ENCODERS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc", "h264_qsv", "hevc_qsv", "h264_vaapi",
                      "hevc_vaapi", "h264_videotoolbox", "hevc_videotoolbox")
 DEFAULT_CODEC = "h264"
+HW_PROBE_SIZE = 256
 # Visually lossless defaults per encoder (CRF-like scale of each).
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 24, "libaom-av1": 24}
 DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
@@ -183,9 +184,21 @@ def available_encoders() -> dict[str, str]:
                 found[name] = encoder
                 break
     for encoder in HARDWARE_ENCODERS:
-        if encoder in have and _is_encoder(av, encoder):
+        if encoder in have and _is_encoder(av, encoder) and _opens(av, encoder):
             found[encoder] = encoder
     return found
+
+
+def _opens(av: Any, name: str) -> bool:
+    """Whether a hardware encoder really starts here (built in is not enough without its device)."""
+    try:
+        ctx = av.codec.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = HW_PROBE_SIZE, HW_PROBE_SIZE, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not usable here"
+        return False
 
 
 def resolve_encoder(codec: str) -> str:
