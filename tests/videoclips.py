@@ -63,7 +63,7 @@ def make_clip(path: Path, *, photo: str = "astronaut.png", seconds: float = 2.0,
     tmp = path.with_name("_pre_" + path.name) if rotation else path
     ffmpeg(*args, str(tmp))
     if rotation:
-        ffmpeg("-display_rotation", str(rotation), "-i", str(tmp), "-c", "copy", str(path))
+        ffmpeg("-display_rotation", str(rotation), "-i", str(tmp), "-map", "0", "-c", "copy", str(path))
         tmp.unlink()
     return path
 

@@ -65,9 +65,21 @@ def _colorspace_name(info: VideoInfo) -> str:
     return "ITU709" if info.colorspace == BT709 or (info.colorspace == 2 and info.height >= 720) else "ITU601"
 
 
-def rgb_of(frame: "av.VideoFrame", info: VideoInfo) -> np.ndarray:
-    """A decoded frame as uint8 HxWx3 RGB (the input's colour matrix)."""
-    return frame.reformat(format="rgb24", src_colorspace=_colorspace_name(info)).to_ndarray()
+class FrameConverter:
+    """Decoded frames to uint8 HxWx3 RGB (the input's colour matrix).
+
+    Each stage owns its own reformatter: ``VideoFrame.reformat`` shares one
+    swscale context, and the decoder and encoder threads using it at once
+    corrupt each other's frames (seen as output that changed with timing).
+    """
+
+    def __init__(self, info: VideoInfo) -> None:
+        av = require_av()
+        self._reformatter = av.video.reformatter.VideoReformatter()
+        self._colorspace = _colorspace_name(info)
+
+    def rgb(self, frame: "av.VideoFrame") -> np.ndarray:
+        return self._reformatter.reformat(frame, format="rgb24", src_colorspace=self._colorspace).to_ndarray()
 
 
 class SegmentWriter:
@@ -99,11 +111,12 @@ class SegmentWriter:
                              hint="try another --codec, --preset or --crf") from None
         self.stream = stream
         self._colorspace = _colorspace_name(info)
+        self._reformatter = av.video.reformatter.VideoReformatter()  # this thread's own (see FrameConverter)
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         av = require_av()
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-            format=self.pix_fmt, dst_colorspace=self._colorspace)
+        frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format=self.pix_fmt,
+                                           dst_colorspace=self._colorspace)
         frame.pts = pts
         frame.time_base = self.info.time_base
         self.container.mux(self.stream.encode(frame))
@@ -144,7 +157,9 @@ def join(segments: list[Path], info: VideoInfo, target: Path, container: str) ->
                 copy[stream.index] = out.add_stream_from_template(stream)
             else:
                 encoder = audio_encoder(container)
-                layout = stream.codec_context.layout.name if stream.codec_context.layout else "stereo"
+                # the default layout for the channel count ("1 channels" from PCM has no order AAC accepts)
+                channels = len(stream.codec_context.layout.channels)
+                layout = {1: "mono", 2: "stereo"}.get(channels, stream.codec_context.layout.name)
                 recode[stream.index] = out.add_stream(encoder, rate=stream.codec_context.sample_rate or 48000,
                                                       layout=layout)
                 notes.append(f"audio stream {stream.index} ({name}) cannot go into {container} as it is; "

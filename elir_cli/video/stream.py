@@ -28,7 +28,7 @@ from elir_cli.errors import ElirError, OutputExistsError, UsageError
 
 from .media import DEFAULT_CODEC, VideoError, VideoInfo, _ffmpeg_reason, container_format, open_input, \
     probe_video, require_av, resolve_encoder
-from .mux import EncodeOptions, SegmentWriter, join, rgb_of
+from .mux import EncodeOptions, FrameConverter, SegmentWriter, join
 from .segments import Manifest, Parts
 
 if TYPE_CHECKING:
@@ -287,6 +287,7 @@ class _Run:
         av = require_av()
         info = self.info
         step = 1.0 / float(info.rate)
+        converter = FrameConverter(info)
         try:
             with open_input(info.path) as container:
                 stream = container.streams.video[0]
@@ -295,7 +296,7 @@ class _Run:
                 for index, frame in enumerate(container.decode(stream)):
                     if index < start:
                         continue
-                    rgb = rgb_of(frame, info)
+                    rgb = converter.rgb(frame)
                     seconds = float(frame.time) if frame.time is not None else index * step
                     pts = frame.pts if frame.pts is not None else round(index * step / info.time_base)
                     self.decode_seconds += time.perf_counter() - t0

@@ -185,7 +185,7 @@ class FaceTracker:
     def state(self) -> dict[str, Any]:
         thumb = None if self.last_thumb is None else base64.b64encode(self.last_thumb.tobytes()).decode()
         return {"tracks": [t.to_json() for t in self.tracks], "next_id": self.next_id, "thumb": thumb,
-                "finished": self.finished, "cuts": self.cuts, "min_cutoff": self.min_cutoff, "beta": self.beta}
+                "finished": [dict(s) for s in self.finished], "cuts": self.cuts, "min_cutoff": self.min_cutoff, "beta": self.beta}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "FaceTracker":
