@@ -185,12 +185,18 @@ def test_memory_is_flat_in_the_video_length(tmp_path: Path) -> None:
 
 
 def test_resume_after_a_kill_gives_the_frames_of_an_uninterrupted_run(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """Compared losslessly (x264 at crf 0): the restored frames themselves must be equal.
+
+    (At lossy settings two runs of libx264 inside the threaded pipeline have
+    given slightly different bitstreams for the same frames, resumed or not.)
+    """
     src = clips["cfr"]
     whole = tmp_path / "whole.mp4"
-    run_worker(src, whole, "--segment", "0.5")
+    lossless = ("--segment", "0.5", "--crf", "0")
+    run_worker(src, whole, *lossless)
     resumed = tmp_path / "resumed.mp4"
     manifest = resumed.parent / f".{resumed.name}.elir-parts" / "manifest.json"
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(src), str(resumed), "--segment", "0.5",
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(src), str(resumed), *lossless,
                              "--sleep", "0.3"], env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     try:
@@ -205,7 +211,7 @@ def test_resume_after_a_kill_gives_the_frames_of_an_uninterrupted_run(tmp_path: 
     assert not resumed.exists()
     done_before = json.loads(manifest.read_text())["segments"]
     assert 2 <= len(done_before) < 4
-    data = run_worker(src, resumed, "--segment", "0.5")
+    data = run_worker(src, resumed, *lossless)
     assert data["resumed_at_frame"] == 5 * len(done_before)
     assert data["frames"] == 20
     assert not manifest.parent.exists()
@@ -237,6 +243,7 @@ def test_cli_restores_a_video_and_a_photo_by_content(tmp_path: Path, tiny_denois
                   "--steps", "1", "--seed", "0", "--aligned", "--report", str(tmp_path / "run.json"))
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert (out / "photo.png").is_file()
+    assert "clip.mov: frame 5/5" in result.stderr.decode()  # progress on stderr
     assert len(frame_times(out / "clip.mov")) == 5
     report = json.loads((tmp_path / "run.json").read_text())
     video = next(f for f in report["files"] if f["input"].endswith("clip.mov"))
@@ -249,7 +256,6 @@ def test_cli_restores_a_video_and_a_photo_by_content(tmp_path: Path, tiny_denois
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     record = json.loads(result.stdout)["files"][0]
     assert record["frames"] == 5 and record["faces_per_frame"] == [1] * 5
-    assert "frame 5/5" in result.stderr.decode()
     assert "already exists" in assert_one_line_error(elir(*args))
 
 

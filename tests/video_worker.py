@@ -1,6 +1,6 @@
 """Restore a video in a process of its own, with a plug-in restorer (for memory and kill tests).
 
-    python video_worker.py SRC DST [--segment S] [--sleep S] [--no-tracking] [--aligned]
+    python video_worker.py SRC DST [--segment S] [--sleep S] [--no-tracking] [--aligned] [--crf N]
 
 Prints the record as JSON, plus the process's peak RSS (``max_rss_kb``).
 """
@@ -41,13 +41,15 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--no-tracking", action="store_true")
     parser.add_argument("--aligned", action="store_true")
+    parser.add_argument("--crf", type=int, default=None)
     args = parser.parse_args()
     from elir_cli.pipeline.files import RestoreSettings
     from elir_cli.video.stream import VideoOptions, restore_video
 
     settings = RestoreSettings(task="denoising", seed=0, aligned=args.aligned)
     record = restore_video(args.src, args.dst, settings=settings, restorer=pattern_restorer(args.sleep),
-                           options=VideoOptions(segment_seconds=args.segment, tracking=not args.no_tracking))
+                           options=VideoOptions(segment_seconds=args.segment, tracking=not args.no_tracking,
+                                                crf=args.crf))
     data = record.to_json()
     data["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(data))

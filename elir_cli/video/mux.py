@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 PIX_FMT = "yuv420p"
 PIX_FMT_ODD = "yuv444p"
 BT709 = 1
+# One swscale conversion at a time: PyAV's reformat releases the GIL, and
+# conversions in the decoder and encoder threads are cheap next to the model.
+SWSCALE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,9 @@ def _colorspace_name(info: VideoInfo) -> str:
 class FrameConverter:
     """Decoded frames to uint8 HxWx3 RGB (the input's colour matrix).
 
-    Each stage owns its own reformatter: ``VideoFrame.reformat`` shares one
-    swscale context, and the decoder and encoder threads using it at once
-    corrupt each other's frames (seen as output that changed with timing).
+    Each stage owns its own reformatter (``VideoFrame.reformat`` shares one
+    swscale context between threads), and conversions take
+    :data:`SWSCALE_LOCK`.
     """
 
     def __init__(self, info: VideoInfo) -> None:
@@ -79,7 +83,8 @@ class FrameConverter:
         self._colorspace = _colorspace_name(info)
 
     def rgb(self, frame: "av.VideoFrame") -> np.ndarray:
-        return self._reformatter.reformat(frame, format="rgb24", src_colorspace=self._colorspace).to_ndarray()
+        with SWSCALE_LOCK:
+            return self._reformatter.reformat(frame, format="rgb24", src_colorspace=self._colorspace).to_ndarray()
 
 
 class SegmentWriter:
@@ -115,8 +120,9 @@ class SegmentWriter:
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         av = require_av()
-        frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format=self.pix_fmt,
-                                           dst_colorspace=self._colorspace)
+        with SWSCALE_LOCK:
+            frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format=self.pix_fmt,
+                                               dst_colorspace=self._colorspace)
         frame.pts = pts
         frame.time_base = self.info.time_base
         self.container.mux(self.stream.encode(frame))
