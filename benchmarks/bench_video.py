@@ -45,7 +45,7 @@ MEMORY_TARGET_MB = 3 * 1024
 
 
 def clip(path: Path, size: tuple[int, int], seconds: float, fps: int, *, noise: int = 0) -> Path:
-    made = make_clip(path.with_name("_" + path.name), photo="grace_hopper.jpg", seconds=seconds, fps=fps, size=size)
+    made = make_clip(path.with_name("_" + path.name), photo="astronaut.png", seconds=seconds, fps=fps, size=size)
     if noise:
         ffmpeg("-i", str(made), "-vf", f"noise=alls={noise}:allf=t", "-c:v", "libx264", "-crf", "18",
                "-c:a", "copy", str(path))

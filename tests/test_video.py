@@ -312,3 +312,27 @@ def test_library_error_for_a_file_without_video(tmp_path: Path) -> None:
     ffmpeg("-f", "lavfi", "-t", "0.3", "-i", "sine=frequency=440", "-c:a", "aac", str(sound))
     with pytest.raises(VideoError, match="no video stream"):
         restore_video(sound, tmp_path / "out.mp4", settings=SETTINGS, restorer=pattern_restorer())
+
+
+def test_restore_array_takes_the_faces_it_is_given() -> None:
+    """The hook video uses in the photo pipeline: faces=... replaces detection and choice."""
+    from PIL import Image
+
+    from elir_cli.errors import UsageError
+    from elir_cli.faces.detection import FaceDetector
+    from elir_cli.pipeline.photo import pil_to_array, restore_array
+
+    rgb = pil_to_array(Image.open(ROOT / "tests/data/photos/faces/astronaut.png"))
+    detector = FaceDetector()
+    found = detector.detect(rgb)
+    assert len(found) == 1
+    detected = restore_array(rgb, task="denoising", restorer=pattern_restorer(), detector=detector)
+    given = restore_array(rgb, task="denoising", restorer=pattern_restorer(), faces=found)
+    assert np.array_equal(detected.array, given.array)
+    moved = [found[0].__class__(index=0, box=found[0].box, score=1.0, landmarks=found[0].landmarks + 3.0)]
+    shifted = restore_array(rgb, task="denoising", restorer=pattern_restorer(), faces=moved)
+    assert not np.array_equal(shifted.array, given.array)  # the given landmarks place the crop
+    none = restore_array(rgb, task="denoising", restorer=pattern_restorer(), faces=[])
+    assert np.array_equal(none.array, rgb) and none.faces == []
+    with pytest.raises(UsageError, match="excludes detection"):
+        restore_array(rgb, task="denoising", restorer=pattern_restorer(), faces=found, max_faces=1)
