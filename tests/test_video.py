@@ -136,13 +136,17 @@ def test_rotation_and_subtitles_kept(tmp_path: Path, clips: dict[str, Path]) -> 
 
 
 def test_pcm_audio_is_reencoded_for_mp4_with_a_note(tmp_path: Path, clips: dict[str, Path]) -> None:
+    from elir_cli.video.media import probe_video
+
     src = clips["pcm"]
+    assert probe_video(src).frames is None  # Matroska records no frame count: nothing relies on it
     out = tmp_path / "out.mp4"
     record = restore_video(src, out, settings=SETTINGS, restorer=pattern_restorer(),
                            options=VideoOptions(codec="h264", crf=30, preset="ultrafast"))
     with av.open(str(out)) as container:
         assert [s.codec_context.name for s in container.streams.audio] == ["aac"]
     assert any("re-encoded as aac" in w for w in record.warnings)
+    assert record.frames == len(frame_times(src)) == 10
     assert abs(audio_samples(out).shape[1] - audio_samples(src).shape[1]) / 48000 < AUDIO_TOLERANCE
     # the same into Matroska: copied as it is
     record = restore_video(src, tmp_path / "out.mkv", settings=SETTINGS, restorer=pattern_restorer())
@@ -282,8 +286,8 @@ def test_cli_one_line_errors(case: str, tmp_path: Path, clips: dict[str, Path], 
         (hidden / "av" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
         env = {"PYTHONPATH": f"{hidden}{os.pathsep}{ROOT}", "PATH": ""}
     elif case == "disk_full":
-        src.write_bytes(data)
-        limit = 20_000  # bytes: less than the restored clip
+        make_clip(src, seconds=0.3, fps=FPS)  # 3 frames: the model runs little before the disk "fills"
+        limit = 4_000  # bytes a file may grow to: less than the restored clip
 
         def preexec() -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -133,15 +133,20 @@ def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional
     names = {src: output_name_for(src, out=output, suffix=options.suffix, many=many) for src in files}
     check_destinations([(src, name) for src, name in names.items() if src not in videos])
     flags.check()  # option errors (and a missing PyAV) before loading anything
+    failed_early = {src: record for src in videos if (record := vid.unreadable(src)) is not None}
     restorer = FileRestorer(settings, log=console.print)
-    restorer.fetch_weights()
-    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
-    _tip(console, restorer)
-    restorer.prepare()
+    if len(failed_early) < len(files):
+        restorer.fetch_weights()
+        console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+        _tip(console, restorer)
+        restorer.prepare()
     records = []
     show = not options.quiet and not options.as_json
     for src in files:
-        if src in videos:
+        if src in failed_early:
+            record = failed_early[src]
+            vid.report_video(console, record)
+        elif src in videos:
             name = names[src]
             record = vid.restore_one(src, vid.video_output(src, name.path, name.exact), restorer, flags, console,
                                      show=show)
@@ -150,7 +155,8 @@ def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional
             record, _ = restorer.restore_file(src, names[src])
             _report_one(console, record)
         records.append(record)
-    result = {"settings": {**restorer.describe(), "video": flags.__dict__}, "files": [r.to_json() for r in records]}
+    settings_json = restorer.describe() if len(failed_early) < len(files) else {"task": settings.task}
+    result = {"settings": {**settings_json, "video": flags.__dict__}, "files": [r.to_json() for r in records]}
     if report is not None:
         write_bytes_atomic(report, json.dumps(result, indent=2).encode() + b"\n", overwrite=True)
     if options.as_json:

@@ -71,6 +71,19 @@ def video_output(src: Path, name: Path, exact: bool) -> Path:
     return name.with_name(name.name + suffix)
 
 
+def unreadable(src: Path) -> Any:
+    """A failed record if ``src`` cannot be opened as a video (checked before loading the model), else None."""
+    from elir_cli.errors import ElirError
+    from elir_cli.video.media import probe_video
+    from elir_cli.video.stream import VideoRecord
+
+    try:
+        probe_video(src)
+    except ElirError as exc:
+        return VideoRecord(input=str(src), status="failed", error=exc.message, hint=exc.hint)
+    return None
+
+
 def restore_one(src: Path, dst: Path, restorer: Any, flags: VideoFlags, console: Any, *, show: bool) -> Any:
     """Restore one video; an ElirError becomes a failed record (the caller reports it)."""
     from elir_cli.errors import ElirError

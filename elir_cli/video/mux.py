@@ -138,10 +138,11 @@ class SegmentWriter:
             pass
 
 
-def join(segments: list[Path], info: VideoInfo, target: Path, container: str) -> list[str]:
+def join(segments: list[Path], info: VideoInfo, target: Path, container: str, *, name: str | None = None) -> list[str]:
     """Write ``target``: the segments' video, copied, with the input's audio and subtitles.
 
-    Returns notes for the user (audio re-encoded, subtitles dropped).
+    ``name`` is the output's name for messages (``target`` may be a temporary
+    file). Returns notes for the user (audio re-encoded, subtitles dropped).
     """
     av = require_av()
     notes: list[str] = []
@@ -187,8 +188,9 @@ def join(segments: list[Path], info: VideoInfo, target: Path, container: str) ->
         out.close()
     except av.error.FFmpegError as exc:
         _close_quietly(out)
-        raise VideoError(f"cannot write {target.name}: {_ffmpeg_reason(exc)}",
-                         hint="check the free disk space and the output container") from None
+        raise VideoError(f"cannot write {name or target}: {_ffmpeg_reason(exc)}",
+                         hint="free some disk space, then run the same command again: "
+                              "the finished segments are kept") from None
     except BaseException:
         _close_quietly(out)
         raise

@@ -189,7 +189,7 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
 def _join_atomically(segments: list[Path], info: VideoInfo, dst: Path, container: str, *, overwrite: bool) -> list[str]:
     temp = dst.parent / f".{dst.name}.{secrets.token_hex(6)}.tmp{dst.suffix}"
     try:
-        notes = join(segments, info, temp, container)
+        notes = join(segments, info, temp, container, name=str(dst))
         if overwrite:
             os.replace(temp, dst)
         else:
