@@ -73,7 +73,11 @@ def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
     record = restore_video(src, folder / "720p_out.mp4", settings=settings, options=VideoOptions())
     t = record.timings
     outside = 1.0 - t["model"] / t["stages_wall"]
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"frames": record.frames, "fps": record.fps, "timings": t, "share_outside_model": round(outside, 4),
+            "peak_rss_mb_this_process": round(peak, 1),
             "faces_per_frame": record.faces_per_frame, "precision": precision, "model": "bfr full-size, random weights"}
 
 
@@ -123,12 +127,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6, help="frames of the 720p speed run (0 skips it)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); on a shared, loaded machine 1 avoids OpenMP stalls")
     parser.add_argument("--memory-seconds", type=float, nargs="*", default=[1.0, 10.0])
     parser.add_argument("--no-flicker", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                 "load_average": os.getloadavg()}}
+                                 "load_average": os.getloadavg(), "torch_threads": args.threads or "default"}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.frames:
@@ -136,7 +146,8 @@ def main() -> None:
             results["speed_720p"] = s = speed(folder, args.frames, args.precision, args.device)
             print(f"720p bfr (full-size random weights, {args.precision}): {s['fps']} fps over {s['frames']} frames; "
                   f"time outside the model {100 * s['share_outside_model']:.1f} % "
-                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %); timings {s['timings']} "
+                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %); peak RSS {s['peak_rss_mb_this_process']} MB; "
+                  f"timings {s['timings']} "
                   f"[{time.perf_counter() - t0:.0f} s]")
         if args.memory_seconds:
             results["memory_1080p"] = m = memory(folder, args.memory_seconds)
