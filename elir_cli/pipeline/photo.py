@@ -198,8 +198,8 @@ def restore_array(
     else:
         chosen = list(faces)
     background = _background(rgb, scale, bg_task, bg_restorer, batch_size, device, seed)
-    faces = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
-    return RestoreResult(array=background, faces=faces, task=task, upscale=scale)
+    pasted = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
+    return RestoreResult(array=background, faces=pasted, task=task, upscale=scale)
 
 
 def paste_restored_faces(rgb: np.ndarray, background: np.ndarray, faces: Sequence[Face], restorer: Restorer,
