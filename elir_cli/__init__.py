@@ -13,6 +13,7 @@ docstring what it owns and which others it may import (``May import:``), and
 - ``faces/``     (2) detection, alignment, paste
 - ``pipeline/``  (3) photo restoration, tiling, files, batches
 - ``evaluation/`` (4) the paper's degradations and metrics, ``elir eval``
+- ``video/``     (4) videos: streaming decode/restore/encode, face tracking, resume
 - ``cli/``       (5) thin Typer commands over all of it
 
 Features built on the pipeline (video, serving, evaluation, distributed
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from .pipeline.photo import RestoreResult, restore_array, restore_image
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
     from .registry.loading import convert_to_safetensors, load_model
+    from .video.media import VideoError, is_video_file
+    from .video.stream import VideoOptions, VideoRecord, restore_video
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
@@ -76,6 +79,11 @@ _LAZY = {
     "degrade_folder": "evaluation.degrade",
     "EvalSettings": "evaluation.evaluate",
     "Evaluator": "evaluation.evaluate",
+    "restore_video": "video.stream",
+    "VideoOptions": "video.stream",
+    "VideoRecord": "video.stream",
+    "VideoError": "video.media",
+    "is_video_file": "video.media",
 }
 
 __all__ = [
@@ -99,12 +107,16 @@ __all__ = [
     "UnsafeCheckpointError",
     "UploadError",
     "UsageError",
+    "VideoError",
+    "VideoOptions",
+    "VideoRecord",
     "cached_task_weights",
     "convert_to_safetensors",
     "degrade_folder",
     "encode_image",
     "get_task",
     "is_image_file",
+    "is_video_file",
     "ensure_detector_weights",
     "ensure_task_weights",
     "import_task_weights",
@@ -115,6 +127,7 @@ __all__ = [
     "read_image",
     "restore_array",
     "restore_image",
+    "restore_video",
     "task_names",
     "write_image",
 ]

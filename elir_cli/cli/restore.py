@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
+from . import video as vid
 from .console import stderr_console
 
 STDIO = "-"
@@ -21,6 +22,7 @@ Examples:
   elir restore *.jpg -o restored/ --seed 1     # many files into a folder
   elir restore old.png --upscale 2 --compare   # plus a before/after image
   cat in.jpg | elir restore - > out.jpg        # stdin to stdout
+  elir restore clip.mp4 -o clip_restored.mp4   # a video: sound kept, resumable
 """
 
 BATCH_EPILOG = """\b
@@ -30,16 +32,22 @@ Examples:
   elir batch scans/ -o out/ --report run.html  # a page with a before/after slider per file
   elir batch scans/ -o out/ --engine ray       # model workers on a local Ray instance
   elir batch s/ -o o/ --engine ray --ray-address auto --gpus-per-worker 0.5
+  elir batch films/ -o out/ --codec h265       # videos too, recognised by content
 """
 
 
 @opt.restore_options(suffix="_restored")
 def restore(
-    inputs: Annotated[list[str], typer.Argument(help="Image files or globs; - reads standard input.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Image or video files or globs; - reads standard input.", show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several inputs; - writes standard output.")] = None,
     options: opt.RestoreOptions = opt.RestoreOptions(),
+    codec: vid.Codec = "h264",
+    crf: vid.Crf = None,
+    preset: vid.Preset = None,
+    tracking: vid.Tracking = True,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the results (frames, faces, tracks, timings, settings) as JSON.", rich_help_panel=opt.OUTPUT)] = None,
 ) -> None:
-    """Restore photos: detect faces, restore them with ELIR, paste them back."""
+    """Restore photos and videos: detect faces, restore them with ELIR, paste them back."""
     from elir_cli.errors import UsageError
     from elir_cli.pipeline.files import FileRestorer, check_destinations, expand_inputs, output_name_for
 
@@ -49,6 +57,12 @@ def restore(
     if STDIO in inputs and not use_stdin:
         raise UsageError("- (standard input) cannot be mixed with file names")
     files = [] if use_stdin else expand_inputs(inputs)
+    videos = [f for f in files if vid.is_video(f)]
+    if videos:
+        if output == STDIO:
+            raise UsageError("a video cannot be written to standard output", hint="use -o FILE")
+        return _restore_with_videos(files, videos, output, options, vid.VideoFlags(codec, crf, preset, tracking),
+                                    report)
     to_stdout = output == STDIO or (use_stdin and output is None)
     if to_stdout and len(files) > 1:
         raise UsageError("only one image can be written to standard output", hint="use -o FOLDER")
@@ -92,6 +106,11 @@ def restore(
     failed = sum(r.status == "failed" for r in records)
     if use_stdin:
         _report_one(console, records[0])
+    if report is not None and not to_stdout:
+        from elir_cli.atomicwrite import write_bytes_atomic
+
+        data = {"settings": restorer.describe(), "files": [r.to_json() for r in records]}
+        write_bytes_atomic(report, json.dumps(data, indent=2).encode() + b"\n", overwrite=True)
     if options.as_json and not to_stdout:
         typer.echo(json.dumps({"settings": restorer.describe(), "files": [r.to_json() for r in records]}, indent=2))
     elif not to_stdout and not options.quiet:
@@ -99,6 +118,57 @@ def restore(
             if r.output:
                 typer.echo(r.output)
     if failed:
+        raise typer.Exit(1)
+
+
+def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional[str], options: opt.RestoreOptions,
+                         flags: "vid.VideoFlags", report: Optional[Path]) -> None:
+    """``elir restore`` when some inputs are videos: photos as usual, videos streamed."""
+    from elir_cli.atomicwrite import write_bytes_atomic
+    from elir_cli.errors import UsageError
+    from elir_cli.pipeline.files import FileRestorer, check_destinations, output_name_for
+
+    settings = options.settings()
+    console = stderr_console(quiet=options.quiet)
+    many = len(files) > 1
+    if output is not None and many and Path(output).exists() and not Path(output).is_dir():
+        raise UsageError(f"{output} is a file but there are {len(files)} inputs", hint="give a folder with -o")
+    names = {src: output_name_for(src, out=output, suffix=options.suffix, many=many) for src in files}
+    check_destinations([(src, name) for src, name in names.items() if src not in videos])
+    flags.check()  # option errors (and a missing PyAV) before loading anything
+    failed_early = {src: record for src in videos if (record := vid.unreadable(src)) is not None}
+    restorer = FileRestorer(settings, log=console.print)
+    if len(failed_early) < len(files):
+        restorer.fetch_weights()
+        console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+        _tip(console, restorer)
+        restorer.prepare()
+    records = []
+    show = not options.quiet and not options.as_json
+    for src in files:
+        if src in failed_early:
+            record = failed_early[src]
+            vid.report_video(console, record)
+        elif src in videos:
+            name = names[src]
+            record = vid.restore_one(src, vid.video_output(src, name.path, name.exact), restorer, flags, console,
+                                     show=show)
+            vid.report_video(console, record)
+        else:
+            record, _ = restorer.restore_file(src, names[src])
+            _report_one(console, record)
+        records.append(record)
+    settings_json = restorer.describe() if len(failed_early) < len(files) else {"task": settings.task}
+    result = {"settings": {**settings_json, "video": flags.__dict__}, "files": [r.to_json() for r in records]}
+    if report is not None:
+        write_bytes_atomic(report, json.dumps(result, indent=2).encode() + b"\n", overwrite=True)
+    if options.as_json:
+        typer.echo(json.dumps(result, indent=2))
+    elif not options.quiet:
+        for r in records:
+            if r.output:
+                typer.echo(r.output)
+    if any(r.status == "failed" for r in records):
         raise typer.Exit(1)
 
 
@@ -136,8 +206,12 @@ def batch(
     num_model_workers: opt.NumModelWorkers = None,
     cpus_per_worker: opt.CpusPerWorker = 1.0,
     gpus_per_worker: opt.GpusPerWorker = 0.0,
+    codec: vid.Codec = "h264",
+    crf: vid.Crf = None,
+    preset: vid.Preset = None,
+    tracking: vid.Tracking = True,
 ) -> None:
-    """Restore every image under a folder; existing outputs are skipped, so a rerun resumes."""
+    """Restore every image and video under a folder; existing outputs are skipped, so a rerun resumes."""
     from elir_cli.errors import UsageError
     from elir_cli.pipeline.batch import plan_batch, write_report
 
@@ -154,7 +228,13 @@ def batch(
 
         check_local_folder(str(folder), what="the input folder")
         check_local_folder(str(output), what="the output folder")
-    items = plan_batch(folder, output, suffix=options.suffix)
+    items = plan_batch(folder, output, suffix=options.suffix, include=vid.is_image_or_video)
+    flags = vid.VideoFlags(codec, crf, preset, tracking)
+    if any(vid.is_video(item.src) for item in items):
+        if engine is opt.Engine.ray:
+            raise UsageError(f"{folder} holds videos, which --engine ray does not restore yet",
+                             hint="restore them with the local engine (drop --engine ray)")
+        flags.check()
     progress = _progress(console, enabled=not options.as_json and not options.quiet)
     error = None
     with progress:
@@ -177,7 +257,8 @@ def batch(
                 gpus_per_worker=gpus_per_worker), log=lambda message: console.print(escape(message)), on_done=done)
             summary, described, error = result.summary, result.settings, result.error
         else:
-            summary, described = _batch_locally(console, settings, items, folder, done)
+            summary, described = _batch_locally(console, settings, items, folder, done, flags,
+                                                show=not options.as_json and not options.quiet)
     lines.finish(summary)
     if report is not None:
         from elir_cli.reports.html import is_html_report, write_html_report
@@ -196,7 +277,7 @@ def batch(
         raise typer.Exit(1)
 
 
-def _batch_locally(console, settings, items, folder: Path, done):  # type: ignore[no-untyped-def]
+def _batch_locally(console, settings, items, folder: Path, done, flags, *, show: bool):  # type: ignore[no-untyped-def]
     from elir_cli.pipeline.batch import run_batch
     from elir_cli.pipeline.files import FileRestorer
 
@@ -209,7 +290,8 @@ def _batch_locally(console, settings, items, folder: Path, done):  # type: ignor
     else:  # a finished run, run again: report it without loading torch, the model or the detector
         console.print(f"[dim]{len(items)} images under {folder}; every output exists already "
                       "(--overwrite redoes them)[/]")
-    return run_batch(restorer, items, on_done=done), restorer.describe()
+    hook = vid.batch_hook(restorer, flags, console, show=show)
+    return run_batch(restorer, items, on_done=done, restore_item=hook), restorer.describe()
 
 
 class _RateLines:

@@ -64,8 +64,13 @@ def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
                 yield here / name
 
 
-def plan_batch(root: Path, out: Path, *, suffix: str = "") -> list[BatchItem]:
-    """Every image file under ``root`` (recursively, by content) and its output under ``out``."""
+def plan_batch(root: Path, out: Path, *, suffix: str = "",
+               include: Callable[[Path], bool] = is_image_file) -> list[BatchItem]:
+    """Every image file under ``root`` (recursively, by content) and its output under ``out``.
+
+    ``include`` decides which files are taken (default: images); a feature
+    built on the pipeline (video) passes a wider test.
+    """
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder", hint="elir batch takes a folder; use elir restore for files")
     root_r, out_r = root.resolve(), out.resolve()
@@ -77,7 +82,7 @@ def plan_batch(root: Path, out: Path, *, suffix: str = "") -> list[BatchItem]:
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file, not a folder", hint="give a folder with -o")
     exclude = out_r if out_r.is_relative_to(root_r) else None
-    found = [p for p in _walk(root, exclude) if is_image_file(p)]
+    found = [p for p in _walk(root, exclude) if include(p)]
     counts: dict[Path, int] = {}
     for path in found:
         key = path.relative_to(root).with_name(path.stem.lower())
@@ -99,16 +104,22 @@ def plan_batch(root: Path, out: Path, *, suffix: str = "") -> list[BatchItem]:
 
 
 def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
-              on_done: Callable[[FileRecord], None] | None = None) -> BatchSummary:
-    """Restore ``items`` in order; Ctrl-C stops after recording what was done."""
+              on_done: Callable[[FileRecord], None] | None = None,
+              restore_item: Callable[[BatchItem], Any] | None = None) -> BatchSummary:
+    """Restore ``items`` in order; Ctrl-C stops after recording what was done.
+
+    ``restore_item`` may take over an item (a video) and return its record;
+    None leaves the item to the photo path.
+    """
     summary = BatchSummary()
     started = time.perf_counter()
     try:
         for item in items:
-            if (existing := restorer.kept_output(item.output)) is not None:
+            record = restore_item(item) if restore_item is not None else None
+            if record is None and (existing := restorer.kept_output(item.output)) is not None:
                 record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
                                     hint="output exists (use --overwrite to redo it)")
-            else:
+            elif record is None:
                 faces_key = (item.relative.parent / item.output.path.name).as_posix()
                 record, _ = restorer.restore_file(item.src, item.output, faces_key=faces_key)
             summary.records.append(record)

@@ -147,6 +147,7 @@ def restore_array(
     fidelity: float = 1.0,
     seed: int | None = None,
     mask: np.ndarray | None = None,
+    faces: Sequence[Face] | None = None,
 ) -> RestoreResult:
     """Restore a float32 HxWx3 RGB photo in [0,1].
 
@@ -162,6 +163,9 @@ def restore_array(
     - face choice: ``det_threshold``, ``min_face_size`` (eye distance px),
       ``only_center_face``, ``max_faces`` (largest N), ``face_indices``.
     - ``mask``: HxW bool, True where pixels are missing (inpainting only).
+    - ``faces``: restore these faces (their landmarks place the crops)
+      instead of detecting and choosing; for callers that find faces their
+      own way (video tracks faces and smooths their landmarks).
     """
     spec = get_task(task)
     rgb = _check_photo(rgb)
@@ -172,6 +176,10 @@ def restore_array(
                            fidelity=fidelity, face_choices=face_choices_given(
                                face_indices=face_indices, max_faces=max_faces, only_center_face=only_center_face,
                                min_face_size=min_face_size, det_threshold=det_threshold, detector=detector))
+    if faces is not None and (aligned or whole_image or spec.kind == "image" or face_choices_given(
+            face_indices=face_indices, max_faces=max_faces, only_center_face=only_center_face,
+            min_face_size=min_face_size, det_threshold=det_threshold, detector=detector)):
+        raise UsageError("faces=... gives the faces to restore; it excludes detection and face-choice options")
     if mask is not None:
         mask = mask.astype(bool)
     if restorer is None:
@@ -183,13 +191,15 @@ def restore_array(
     if aligned:
         out, face = _restore_aligned(rgb, restorer, spec, scale, mask, device)
         return RestoreResult(array=out, faces=[face], task=task, upscale=scale)
-    det = _detector(detector, device)
-    found = det.detect(rgb, threshold=det_threshold)
-    height, width = rgb.shape[:2]
-    chosen = _select(found, (width, height), min_face_size, only_center_face, max_faces, face_indices)
+    if faces is None:
+        found = _detector(detector, device).detect(rgb, threshold=det_threshold)
+        height, width = rgb.shape[:2]
+        chosen = _select(found, (width, height), min_face_size, only_center_face, max_faces, face_indices)
+    else:
+        chosen = list(faces)
     background = _background(rgb, scale, bg_task, bg_restorer, batch_size, device, seed)
-    faces = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
-    return RestoreResult(array=background, faces=faces, task=task, upscale=scale)
+    pasted = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
+    return RestoreResult(array=background, faces=pasted, task=task, upscale=scale)
 
 
 def paste_restored_faces(rgb: np.ndarray, background: np.ndarray, faces: Sequence[Face], restorer: Restorer,

@@ -1,0 +1,170 @@
+"""Video benchmark: speed at 720p, the time outside the model, peak memory vs length, flicker.
+
+Parts (each can be skipped with its option set to 0):
+
+- ``--frames`` (default 6): a 1280x720 pan/zoom clip over a real portrait (one
+  face), restored with bfr by a full-size ELIR with random weights (the
+  task's real configuration; random weights cost the same time as trained
+  ones), ``--device auto``, ``--precision`` (default fp32). Reports fps and the
+  share of the stages' wall time not spent in the model (decode, detection,
+  tracking, alignment, paste, encode; decode and encode run in their own
+  threads, so they only count where they hold up the restore stage).
+- ``--memory-seconds`` (default 1 and 10): 1920x1080 clips of 1 s and 10 s at
+  5 fps, each restored in a fresh process (real detection and tracking, a
+  cheap stand-in restorer so that the 10 s clip stays quick); peak RSS of each.
+- ``--flicker``: a 320x240 clip with sensor noise, restored by a tiny random
+  ELIR (real noise path) per frame without tracking and with tracking; the
+  flicker measure (:mod:`elir_cli.video.flicker`) of the input, untracked and
+  tracked outputs, over the input's face boxes.
+
+    python benchmarks/bench_video.py --out benchmarks/results/video.json
+
+Needs PyAV and an ffmpeg executable (imageio-ffmpeg) to make the clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from videoclips import ffmpeg, make_clip  # noqa: E402
+
+WORKER = ROOT / "tests" / "video_worker.py"
+MODEL_SHARE_TARGET = 0.90
+MEMORY_TARGET_MB = 3 * 1024
+
+
+def clip(path: Path, size: tuple[int, int], seconds: float, fps: int, *, noise: int = 0) -> Path:
+    made = make_clip(path.with_name("_" + path.name), photo="astronaut.png", seconds=seconds, fps=fps, size=size)
+    if noise:
+        ffmpeg("-i", str(made), "-vf", f"noise=alls={noise}:allf=t", "-c:v", "libx264", "-crf", "18",
+               "-c:a", "copy", str(path))
+    else:
+        made.rename(path)
+    return path
+
+
+def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
+    from elir_cli.model.checkpoint import save_safetensors
+    from elir_cli.model.elir import ElirModel
+    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.registry.tasks import get_task
+    from elir_cli.video.stream import VideoOptions, restore_video
+
+    import torch
+
+    torch.manual_seed(0)
+    spec = get_task("bfr")
+    weights = save_safetensors(folder / "bfr_random.safetensors", ElirModel(spec.model).state_dict(), spec.model,
+                               task="bfr")
+    fps = 5
+    src = clip(folder / "720p.mp4", (1280, 720), frames / fps, fps)
+    settings = RestoreSettings(task="bfr", weights=str(weights), seed=0, precision=precision, device=device)
+    record = restore_video(src, folder / "720p_out.mp4", settings=settings, options=VideoOptions())
+    t = record.timings
+    outside = 1.0 - t["model"] / t["stages_wall"]
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"frames": record.frames, "fps": record.fps, "timings": t, "share_outside_model": round(outside, 4),
+            "peak_rss_mb_this_process": round(peak, 1),
+            "faces_per_frame": record.faces_per_frame, "precision": precision, "model": "bfr full-size, random weights"}
+
+
+def memory(folder: Path, seconds_list: list[float]) -> dict:
+    out = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for seconds in seconds_list:
+        src = clip(folder / f"1080p_{seconds:g}s.mp4", (1920, 1080), seconds, 5)
+        done = subprocess.run([sys.executable, str(WORKER), str(src), str(folder / f"mem_out_{seconds:g}.mp4")],
+                              capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise SystemExit(done.stderr[-2000:])
+        data = json.loads(done.stdout.splitlines()[-1])
+        out[f"{seconds:g}s"] = {"frames": data["frames"], "peak_rss_mb": round(data["max_rss_kb"] / 1024, 1)}
+    return out
+
+
+def flicker_runs(folder: Path) -> dict:
+    import torch
+
+    from elir_cli.faces.detection import FaceDetector
+    from elir_cli.model.checkpoint import save_safetensors
+    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.video.flicker import face_boxes, flicker
+    from elir_cli.video.stream import VideoOptions, restore_video
+    from tiny import TINY, tiny_model
+    from video_worker import pattern_restorer
+
+    weights = save_safetensors(folder / "tiny_bfr.safetensors", tiny_model(0).state_dict(), TINY, task="bfr")
+    src = clip(folder / "flicker.mp4", (320, 240), 2.0, 10, noise=12)
+    boxes = face_boxes(src, FaceDetector())
+    result: dict[str, dict[str, float]] = {}
+    settings = RestoreSettings(task="bfr", weights=str(weights), seed=0, steps=1)
+    for restorer_name, restorer in (("tiny ELIR", None), ("stand-in (crop-fixed texture)", pattern_restorer())):
+        row = {"input": round(flicker(src, boxes), 3)}
+        for tracking in (False, True):
+            out = folder / f"flicker_{tracking}_{len(result)}.mp4"
+            restore_video(src, out, settings=settings, restorer=restorer, options=VideoOptions(tracking=tracking))
+            row["tracked" if tracking else "untracked"] = round(flicker(out, boxes), 3)
+        result[restorer_name] = row
+    del torch
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=6, help="frames of the 720p speed run (0 skips it)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); on a shared, loaded machine 1 avoids OpenMP stalls")
+    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[1.0, 10.0])
+    parser.add_argument("--no-flicker", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                 "load_average": os.getloadavg(), "torch_threads": args.threads or "default"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.frames:
+            t0 = time.perf_counter()
+            results["speed_720p"] = s = speed(folder, args.frames, args.precision, args.device)
+            print(f"720p bfr (full-size random weights, {args.precision}): {s['fps']} fps over {s['frames']} frames; "
+                  f"time outside the model {100 * s['share_outside_model']:.1f} % "
+                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %); peak RSS {s['peak_rss_mb_this_process']} MB; "
+                  f"timings {s['timings']} "
+                  f"[{time.perf_counter() - t0:.0f} s]")
+        if args.memory_seconds:
+            results["memory_1080p"] = m = memory(folder, args.memory_seconds)
+            print("1080p peak RSS by length (stand-in restorer, real detection/tracking/encode): "
+                  + ", ".join(f"{k}: {v['peak_rss_mb']} MB ({v['frames']} frames)" for k, v in m.items())
+                  + f" (target < {MEMORY_TARGET_MB} MB and flat)")
+        if not args.no_flicker:
+            results["flicker"] = f = flicker_runs(folder)
+            for name, row in f.items():
+                print(f"flicker ({name}): input {row['input']}, untracked {row['untracked']}, tracked {row['tracked']}")
+    results["machine"]["load_average_after"] = os.getloadavg()
+    print(f"load average before/after: {results['machine']['load_average']} / {results['machine']['load_average_after']}"
+          " (2 shared cores: other jobs were running)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""One video frame restored with the photo pipeline, from tracked and smoothed faces.
+
+Face tasks: detect and choose faces as for a photo, hand them to the
+:class:`~.tracking.FaceTracker`, and restore the frame with
+:func:`~elir_cli.pipeline.photo.restore_array` given the smoothed faces (so
+crops and paste masks follow the smoothed geometry). Each face's noise comes
+from a generator seeded with the seed and its track id, fresh for every frame:
+a track sees the same noise from its first frame to its last.
+
+Without tracking (``tracking=False``, the baseline the flicker benchmark
+compares with) every frame is restored exactly as a photo would be.
+
+Whole-image tasks (bsr, ``--whole-image``) and ``--aligned`` restore every
+frame with the same seeded noise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from elir_cli.faces.detection import DEFAULT_THRESHOLD
+from elir_cli.registry.tasks import get_task
+
+from .tracking import FaceTracker
+
+if TYPE_CHECKING:
+    import torch
+
+    from elir_cli.pipeline.files import FileRestorer
+
+Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
+DEFAULT_VIDEO_SEED = 0  # video is always seeded, so a resumed run gives the frames of an uninterrupted one
+TRACK_SEED_STRIDE = 1_000_003
+
+
+def track_seed(seed: int, track_id: int) -> int:
+    """The noise seed of one face track."""
+    return (int(seed) * TRACK_SEED_STRIDE + int(track_id)) % (1 << 63)
+
+
+@dataclass
+class Timings:
+    """Seconds spent per part of the work (the restore stage's side)."""
+
+    detect: float = 0.0
+    track: float = 0.0
+    model: float = 0.0
+    restore: float = 0.0  # the whole restore stage: detect + track + model + align/paste/convert
+
+    def to_json(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class FrameResult:
+    rgb: np.ndarray  # uint8 HxWx3
+    faces: int
+    tracks: list[int] = field(default_factory=list)
+
+
+class FrameRestorer:
+    """Restores frame after frame with one loaded model (held by a FileRestorer)."""
+
+    def __init__(self, files: "FileRestorer", *, tracking: bool = True, restorer: Restorer | None = None,
+                 tracker: FaceTracker | None = None) -> None:
+        self.files = files
+        self.settings = files.settings
+        self.spec = get_task(self.settings.task)
+        self.tracking = tracking
+        self.plug_in = restorer
+        self.seed = DEFAULT_VIDEO_SEED if self.settings.seed is None else int(self.settings.seed)
+        self.tracker = tracker or FaceTracker()
+        self.timings = Timings()
+        self.detects = self.spec.kind == "face" and not self.settings.aligned
+
+    def restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
+        from elir_cli.images.read import to_uint8
+        from elir_cli.pipeline.photo import restore_array
+
+        started = time.perf_counter()
+        s = self.settings
+        rgb = rgb8.astype(np.float32) * np.float32(1.0 / 255.0)
+        common: dict[str, Any] = dict(task=s.task, device=self.files.runtime.device,
+                                      batch_size=self.files.batch_size, upscale=s.upscale, bg_task=s.bg_task,
+                                      bg_restorer=self._bg_restorer(), steps=s.steps, fidelity=s.fidelity,
+                                      seed=self.seed)
+        track_ids: list[int] = []
+        if self.detects and self.tracking:
+            faces, track_ids = self._tracked_faces(rgb, time_s, frame, default_dt)
+            restorer = self._timed(self.plug_in or self._track_restorer(track_ids))
+            result = restore_array(rgb, restorer=restorer, faces=faces, **common)
+        else:
+            restorer = self._timed(self.plug_in or self._frame_restorer())
+            options: dict[str, Any] = {}
+            if self.detects:
+                options = dict(detector=self.files.detector, min_face_size=s.min_face_size,
+                               only_center_face=s.only_center_face, max_faces=s.max_faces,
+                               face_indices=s.face_indices)
+                if s.det_threshold is not None:
+                    options["det_threshold"] = s.det_threshold
+            result = restore_array(rgb, restorer=restorer, aligned=s.aligned, **common, **options)
+        out = to_uint8(result.array)
+        self.timings.restore += time.perf_counter() - started
+        return FrameResult(rgb=out, faces=len(result.faces), tracks=track_ids)
+
+    def _tracked_faces(self, rgb: np.ndarray, time_s: float, frame: int, default_dt: float):  # type: ignore[no-untyped-def]
+        from elir_cli.faces.detection import select_faces
+
+        s = self.settings
+        t0 = time.perf_counter()
+        found = self.files.detector.detect(rgb, threshold=s.det_threshold or DEFAULT_THRESHOLD)
+        height, width = rgb.shape[:2]
+        chosen = select_faces(found, image_size=(width, height), min_face_size=s.min_face_size,
+                              only_center_face=s.only_center_face, max_faces=s.max_faces,
+                              face_indices=s.face_indices)
+        t1 = time.perf_counter()
+        tracked = self.tracker.update(chosen, rgb, time_s, frame, default_dt)
+        self.timings.detect += t1 - t0
+        self.timings.track += time.perf_counter() - t1
+        return [t.face for t in tracked], [t.track_id for t in tracked]
+
+    def _frame_restorer(self) -> Restorer:
+        from elir_cli.pipeline.photo import model_restorer
+
+        s = self.settings
+        return model_restorer(self.files.model, seed=self.seed, steps=s.steps, fidelity=s.fidelity)
+
+    def _track_restorer(self, track_ids: list[int]) -> Restorer:
+        """Restores crops in the order of ``track_ids``, each with its track's noise."""
+        import torch
+
+        model = self.files.model
+        param = next(model.parameters())
+        s = self.settings
+        pending = list(track_ids)
+
+        def restore(x: "torch.Tensor") -> "torch.Tensor":
+            out = []
+            for crop in x.split(1):
+                generator = torch.Generator(device=param.device).manual_seed(track_seed(self.seed, pending.pop(0)))
+                out.append(model.restore(crop.to(device=param.device, dtype=param.dtype), generator=generator,
+                                         steps=s.steps, fidelity=s.fidelity))
+            return torch.cat(out)
+
+        return restore
+
+    def _bg_restorer(self) -> Restorer | None:
+        if not self.settings.bg_task:
+            return None
+        from elir_cli.pipeline.photo import model_restorer
+
+        return self._timed(model_restorer(self.files.bg_model, seed=self.seed))
+
+    def _timed(self, restorer: Restorer) -> Restorer:
+        def run(x: "torch.Tensor") -> "torch.Tensor":
+            t0 = time.perf_counter()
+            try:
+                return restorer(x)
+            finally:
+                self.timings.model += time.perf_counter() - t0
+
+        return run

@@ -1,0 +1,59 @@
+"""Restore a video in a process of its own, with a plug-in restorer (for memory and kill tests).
+
+    python video_worker.py SRC DST [--segment S] [--sleep S] [--no-tracking] [--aligned] [--crf N]
+
+Prints the record as JSON, plus the process's peak RSS (``max_rss_kb``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def pattern_restorer(sleep: float = 0.0):  # type: ignore[no-untyped-def]
+    """A stand-in restorer whose output carries a texture fixed to the crop's grid, as a
+    generative restorer's does: jitter in the alignment moves it, so it flickers."""
+    import torch
+
+    def restore(x: torch.Tensor) -> torch.Tensor:
+        if sleep:
+            time.sleep(sleep)
+        size = x.shape[-1]
+        ramp = torch.arange(size, dtype=x.dtype, device=x.device)
+        texture = 0.5 + 0.5 * torch.sin(ramp[None, :] * 0.9) * torch.sin(ramp[:, None] * 0.7)  # (S,S)
+        return (0.7 * x + 0.3 * texture).clamp(0.0, 1.0)
+
+    return restore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--segment", type=float, default=10.0)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--no-tracking", action="store_true")
+    parser.add_argument("--aligned", action="store_true")
+    parser.add_argument("--crf", type=int, default=None)
+    args = parser.parse_args()
+    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.video.stream import VideoOptions, restore_video
+
+    settings = RestoreSettings(task="denoising", seed=0, aligned=args.aligned)
+    record = restore_video(args.src, args.dst, settings=settings, restorer=pattern_restorer(args.sleep),
+                           options=VideoOptions(segment_seconds=args.segment, tracking=not args.no_tracking,
+                                                crf=args.crf))
+    data = record.to_json()
+    data["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(data))
+
+
+if __name__ == "__main__":
+    main()
