@@ -10,7 +10,6 @@ the model's work (the browser test, which checks that one face was found).
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import shutil

@@ -16,7 +16,6 @@ import heapq
 import itertools
 import threading
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
