@@ -48,11 +48,12 @@ if TYPE_CHECKING:
     from .model.elir import ElirModel
     from .pipeline.photo import RestoreResult, restore_array, restore_image
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
-    from .registry.loading import convert_to_safetensors, load_model
+    from .pipeline.inference import load_model
+    from .registry.loading import convert_to_safetensors
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
-    "load_model": "registry.loading",
+    "load_model": "pipeline.inference",
     "convert_to_safetensors": "registry.loading",
     "read_checkpoint": "model.checkpoint",
     "ElirModel": "model.elir",
