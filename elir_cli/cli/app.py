@@ -59,10 +59,12 @@ def root(
 
 
 def _register_commands() -> None:
+    from .export import EXPORT_EPILOG, export
     from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
 
     app.command(epilog=RESTORE_EPILOG)(restore)
     app.command(epilog=BATCH_EPILOG)(batch)
+    app.command(epilog=EXPORT_EPILOG)(export)
 
 
 _register_commands()
