@@ -434,6 +434,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/model.json"))
     parser.add_argument("--no-auto", action="store_true", help="skip the --precision auto paths")
     parser.add_argument("--onnx", action="store_true", help="also export each task and time onnxruntime")
+    parser.add_argument("--no-gfpgan", action="store_true", help="skip the GFPGAN comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     defaults = DefaultsProcess(args.tasks, args.threads)
@@ -441,7 +442,7 @@ def main() -> None:
     for _ in range(3):
         probe.rate()
     print(f"fp32 matmul ({MATMUL_N}^3, {args.threads} threads): {probe.best:.1f} GFLOP/s at the start")
-    gfpgan = gfpgan_v14() if "bfr" in args.tasks else None  # compared with bfr only
+    gfpgan = gfpgan_v14() if "bfr" in args.tasks and not args.no_gfpgan else None  # compared with bfr only
     if gfpgan is None and "bfr" in args.tasks:
         print("GFPGAN comparison skipped: pip install -e '.[bench]' adds spandrel")
     import tempfile

@@ -159,6 +159,9 @@ def restore_array(
       photo is one aligned face crop) or ``whole_image`` (tile the whole photo).
     - ``restorer`` / ``weights`` / ``device`` / ``steps`` / ``fidelity`` /
       ``seed``: the crop restorer, or the ELIR model to load and how to run it.
+    - ``precision``: for a model loaded here, ``auto`` (bf16/fp16 where the
+      device has it and a calibration per weights file allows, else fp32),
+      ``fp32`` (exact to the authors), ``bf16`` or ``fp16``.
     - ``batch_size``: crops per model call (default: 1 on the CPU, where
       batching is not faster, 4 on a GPU); it bounds memory.
     - ``upscale``: output scale (default: the task's scale, 1 for bfr).
