@@ -36,6 +36,8 @@ def test_wheel_contains_the_modules_manifest_and_detector(tmp_path: Path) -> Non
         assert module.relative_to(ROOT).as_posix() in names, module
     for data in ("manifest.json", "retinaface_mobilenet0.25.pth", "NOTICE.retinaface", "__init__.py"):
         assert f"elir_cli/weights/{data}" in names
+    for face in (ROOT / "elir_cli" / "pipeline" / "calibration_faces").glob("*.jpg"):  # the precision calibration set
+        assert f"elir_cli/pipeline/calibration_faces/{face.name}" in names
 
 
 def test_the_source_tree_finds_its_manifest_without_an_install() -> None:
