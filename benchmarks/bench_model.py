@@ -31,6 +31,13 @@ rate against that round's matmul. Both are given twice: with the FLOPs our
 path executes, and with the FLOPs of the authors' graph (the model's FLOPs;
 ours does fewer, the decoder's upsample being a transposed conv).
 
+The default path (``--precision auto``) is timed in the same rounds, twice:
+as ``elir_cli.load_model(path)`` gives it to a Python program (the API
+default) and as the ``elir`` command loads it (``FileRestorer``), with a bf16
+matmul in every round for its peak. Its first load calibrates (PSNR and
+seconds reported), into a fresh temporary store. ``--onnx`` also exports
+each task (``elir export``) and times onnxruntime in the rounds.
+
 Random weights: speed does not depend on their values. Prints a table and
 writes JSON (--json). Run: python benchmarks/bench_model.py [--tasks bfr]
 """
@@ -63,6 +70,7 @@ from elir_cli.model.cpu_conv import plain_convs  # noqa: E402
 from elir_cli.model.elir import ElirModel  # noqa: E402
 from elir_cli.model.runtime import cpu_supports_bf16, prepare_model, resolve_runtime  # noqa: E402
 from elir_cli.registry.tasks import get_task, task_names  # noqa: E402
+from elir_cli.model.checkpoint import save_safetensors  # noqa: E402
 
 NATIVE_SIZE = {"bfr": 512, "sr": 256, "denoising": 256, "inpainting": 256, "bsr": 256}
 MATMUL_N = 4096
@@ -217,26 +225,86 @@ def bf16_run(model: ElirModel, x: torch.Tensor, noise: torch.Tensor, y: torch.Te
     return stats
 
 
+def auto_models(task: str, model: ElirModel, folder: Path) -> tuple[ElirModel, ElirModel, dict[str, object]]:
+    """The model at ``--precision auto`` as the API and as the command load it, and the calibration."""
+    import elir_cli
+    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+
+    path = save_safetensors(folder / f"{task}.safetensors", model.state_dict(), model.config, task=task)
+    messages: list[str] = []
+    started = time.perf_counter()
+    api = elir_cli.load_model(path, device="cpu", log=messages.append)  # the README's call, defaults
+    load_s = time.perf_counter() - started
+    command = FileRestorer(RestoreSettings(task=task, weights=str(path), device="cpu")).model
+    from elir_cli.registry.store import read_calibration, sha256_file
+
+    record = read_calibration(sha256_file(path), "bf16", "cpu")
+    calib = {"precision": api.precision, "command_precision": command.precision, "load_s": load_s,
+             "messages": messages, "record": None if record is None else {
+                 "psnr_db": record.psnr_db, "per_image_db": record.per_image_db, "seconds": record.seconds,
+                 "passed": record.passed, "images": record.images}}
+    return api, command, calib
+
+
+def onnx_contender(task: str, folder: Path, threads: int, x: torch.Tensor, noise: torch.Tensor
+                   ) -> tuple[Callable[[], float], dict[str, object]]:
+    """Export the task's weights with ``elir export``'s library call; time onnxruntime on x, noise."""
+    import onnxruntime as ort
+
+    from elir_cli.export.onnx import export_task
+
+    started = time.perf_counter()
+    result = export_task(task, folder / f"{task}.onnx", weights=str(folder / f"{task}.safetensors"))
+    export_s = time.perf_counter() - started
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    feed = {"image": x.numpy(), "noise": noise.numpy()}
+    info = {"bytes": result.card["bytes"], "parity_max_abs_diff": result.card["parity"]["max_abs_diff"],
+            "export_s": export_s, "session": session, "feed": feed}
+    return (lambda: once(lambda: session.run(["restored"], feed))), info
+
+
 def bench_task(task: str, defaults: DefaultsProcess, probe: MatmulProbe, gfpgan: Callable[[], object] | None,
-               runs: int) -> dict[str, object]:
-    """Round-robin rounds (matmul, ours, reference, GFPGAN both ways for bfr), then stages, FLOPs and bf16."""
+               runs: int, bf16_probe: "MatmulProbe | None" = None, folder: Path | None = None,
+               with_onnx: bool = False, threads: int = 2) -> dict[str, object]:
+    """Round-robin rounds (matmuls, ours fp32, auto via API and command, reference, GFPGAN both
+    ways for bfr, onnxruntime), then stages, FLOPs and bf16."""
     model, x, noise = task_inputs(task)
+    auto_api = auto_cmd = calib = onnx_info = None
+    if folder is not None:
+        auto_api, auto_cmd, calib = auto_models(task, model, folder)
     model = prepare_model(model, resolve_runtime("cpu", "fp32"))
     ours = lambda: model(x, noise=noise)  # noqa: E731
     contenders: dict[str, Callable[[], float]] = {"ours": lambda: once(ours), "reference": lambda: defaults.run(task)}
+    if auto_api is not None:
+        contenders["auto_api"] = lambda: once(lambda: auto_api(x, noise=noise))
+        contenders["auto_command"] = lambda: once(lambda: auto_cmd(x, noise=noise))
+    if with_onnx and folder is not None:
+        contenders["onnxruntime"], onnx_info = onnx_contender(task, folder, threads, x, noise)
     if task == "bfr" and gfpgan is not None and "gfpgan" in defaults.names:
         contenders["gfpgan"] = lambda: defaults.run("gfpgan")
         contenders["gfpgan_our_settings"] = lambda: once(gfpgan)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     probe_rates = []
+    bf16_rates: list[float] = []
     with torch.inference_mode():
         for timer in contenders.values():  # warm-up
             timer()
         for _ in range(runs):
             probe_rates.append(probe.rate())
+            if bf16_probe is not None:
+                bf16_rates.append(bf16_probe.rate())
             for name, timer in contenders.items():
                 times[name].append(timer())
         y = ours()
+        auto_diff = None
+        if auto_api is not None:
+            auto_diff = {"max_abs_diff_vs_fp32": (auto_api(x, noise=noise) - y).abs().max().item(),
+                         "api_vs_command": (auto_api(x, noise=noise) - auto_cmd(x, noise=noise)).abs().max().item()}
+        if onnx_info is not None:
+            got = onnx_info.pop("session").run(["restored"], onnx_info.pop("feed"))[0]
+            onnx_info["max_abs_diff_vs_ours"] = float((torch.from_numpy(got) - y.clamp(0, 1)).abs().max())
         xc = x.contiguous(memory_format=torch.channels_last)
         z = model.encode(xc)
         zm = model.coarse(z)
@@ -262,7 +330,12 @@ def bench_task(task: str, defaults: DefaultsProcess, probe: MatmulProbe, gfpgan:
             "gfpgan_v1.4_our_settings": stats_of(times["gfpgan_our_settings"]) if "gfpgan" in times else None,
             "probe_gflops": probe_rates, "gflop": flops / 1e9, "model_gflop": model_flops / 1e9,
             "stages": stages, "max_abs_diff": diff,
-            "peak_rss_mb": peak_rss_mb(), "bf16_autocast": bf16}
+            "peak_rss_mb": peak_rss_mb(), "bf16_autocast": bf16,
+            "auto_api": stats_of(times["auto_api"]) if "auto_api" in times else None,
+            "auto_command": stats_of(times["auto_command"]) if "auto_command" in times else None,
+            "auto_diff": auto_diff, "calibration": calib, "bf16_probe_gflops": bf16_rates,
+            "onnxruntime": stats_of(times["onnxruntime"]) if "onnxruntime" in times else None,
+            "onnx": onnx_info}
 
 
 def summarise(row: dict[str, object], peak: float) -> None:
@@ -314,7 +387,43 @@ def report(rows: list[dict[str, object]], peak: float, n_probes: int, bf16_peak:
                 print(f"{r['task']} per face {r['optimised']['median']:.2f} s vs GFPGAN v1.4 {how} {g['median']:.2f} s "
                       f"({g['median'] / r['optimised']['median']:.2f}x; paired by round "
                       f"{statistics.median(gg / o for gg, o in zip(g['runs'], r['optimised']['runs'])):.2f}x)")
+    auto_report(rows)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def auto_report(rows: list[dict[str, object]]) -> None:
+    """The default path (--precision auto) against the eager reference, the bf16 peak, the command."""
+    rows = [r for r in rows if r.get("auto_api")]
+    if not rows:
+        return
+    print(f"\n{'task':<11}{'size':>5}{'eager s':>9}{'auto s':>8}{'x eager':>8}{'paired':>8}{'%bf16pk':>8}"
+          f"{'cmd s':>7}{'api/cmd':>8}{'prec':>6}{'calib dB':>9}{'calib s':>8}{'max|d|':>8}")
+    for r in rows:
+        api, cmd, ref = r["auto_api"], r["auto_command"], r["reference"]
+        rates = r["bf16_probe_gflops"] or [float("nan")]
+        peak_frac = statistics.median(r["gflop"] / t / rate for t, rate in zip(api["runs"], rates))
+        c = r["calibration"]
+        rec = c["record"] or {}
+        print(f"{r['task']:<11}{r['size']:>5}{ref['median']:>9.3f}{api['median']:>8.3f}"
+              f"{api['median'] / ref['median']:>8.2f}{paired(api['runs'], ref['runs']):>8.2f}{100 * peak_frac:>7.0f}%"
+              f"{cmd['median']:>7.3f}{paired(api['runs'], cmd['runs']):>8.2f}{c['precision']:>6}"
+              f"{rec.get('psnr_db', float('nan')):>9.1f}{rec.get('seconds', float('nan')):>8.1f}"
+              f"{r['auto_diff']['max_abs_diff_vs_fp32']:>8.3f}")
+    print("(auto s: elir_cli.load_model(path) with its defaults; cmd s: the model the elir command loads; "
+          "paired: median of per-round ratios; %bf16pk: executed GFLOP/s against that round's bf16 matmul; "
+          "calib: lowest PSNR of the calibration set, bf16 vs fp32, and its one-time cost)")
+    for r in rows:
+        o = r.get("onnxruntime")
+        if o:
+            info = r["onnx"]
+            print(f"{r['task']:<11} ONNX {info['bytes'] / 1e6:.1f} MB, exported in {info['export_s']:.1f} s, "
+                  f"max |ort - ours fp32| {info['max_abs_diff_vs_ours']:.1e}; onnxruntime {o['median']:.3f} s "
+                  f"vs ours fp32 {r['optimised']['median']:.3f} s (paired {paired(o['runs'], r['optimised']['runs']):.2f}x), "
+                  f"vs auto {paired(o['runs'], r['auto_api']['runs']):.2f}x, vs eager {paired(o['runs'], r['reference']['runs']):.2f}x")
 
 
 def main() -> None:
@@ -323,6 +432,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/model.json"))
+    parser.add_argument("--no-auto", action="store_true", help="skip the --precision auto paths")
+    parser.add_argument("--onnx", action="store_true", help="also export each task and time onnxruntime")
+    parser.add_argument("--no-gfpgan", action="store_true", help="skip the GFPGAN comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     defaults = DefaultsProcess(args.tasks, args.threads)
@@ -330,20 +442,26 @@ def main() -> None:
     for _ in range(3):
         probe.rate()
     print(f"fp32 matmul ({MATMUL_N}^3, {args.threads} threads): {probe.best:.1f} GFLOP/s at the start")
-    gfpgan = gfpgan_v14() if "bfr" in args.tasks else None  # compared with bfr only
+    gfpgan = gfpgan_v14() if "bfr" in args.tasks and not args.no_gfpgan else None  # compared with bfr only
     if gfpgan is None and "bfr" in args.tasks:
         print("GFPGAN comparison skipped: pip install -e '.[bench]' adds spandrel")
+    import tempfile
+
+    scratch = tempfile.TemporaryDirectory(prefix="elir-bench-")
+    os.environ["ELIR_CACHE"] = scratch.name  # a fresh store: the first auto load calibrates
+    folder = None if args.no_auto else Path(scratch.name)
+    bf16_probe = MatmulProbe(torch.bfloat16) if cpu_supports_bf16() else None
     try:
         rows = []
         for task in args.tasks:
-            rows.append(bench_task(task, defaults, probe, gfpgan, args.runs))
+            rows.append(bench_task(task, defaults, probe, gfpgan, args.runs, bf16_probe=bf16_probe, folder=folder,
+                                   with_onnx=args.onnx, threads=args.threads))
             print(f"{task}: ours {rows[-1]['optimised']['median']:.3f} s, eager {rows[-1]['reference']['median']:.3f} s")
     finally:
         defaults.close()
     bf16_peak = None
-    if cpu_supports_bf16():
-        bf16_probe = MatmulProbe(torch.bfloat16)
-        bf16_peak = max(bf16_probe.rate() for _ in range(5))
+    if bf16_probe is not None:
+        bf16_peak = max([bf16_probe.rate() for _ in range(3)] + bf16_probe.rates)
     peak = probe.best
     for row in rows:
         summarise(row, peak)

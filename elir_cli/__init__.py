@@ -53,13 +53,14 @@ if TYPE_CHECKING:
     from .evaluation.evaluate import EvalSettings, Evaluator
     from .pipeline.photo import RestoreResult, restore_array, restore_image
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
-    from .registry.loading import convert_to_safetensors, load_model
+    from .pipeline.inference import load_model
+    from .registry.loading import convert_to_safetensors
     from .video.media import VideoError, is_video_file
     from .video.stream import VideoOptions, VideoRecord, restore_video
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
-    "load_model": "registry.loading",
+    "load_model": "pipeline.inference",
     "convert_to_safetensors": "registry.loading",
     "read_checkpoint": "model.checkpoint",
     "ElirModel": "model.elir",

@@ -22,6 +22,14 @@ def isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("ELIR_CACHE", str(home / "elir"))
+    # Precision calibrations are keyed by the weights' sha256 and the tiny test weights are
+    # seeded (same bytes in every test): share their records across the session, so each
+    # file is calibrated once, as it would be for a user. Tests of calibration itself use
+    # weights of their own.
+    shared = tmp_path_factory.getbasetemp() / "shared-calibration-records"
+    shared.mkdir(exist_ok=True)
+    (home / "elir" / "records").mkdir(parents=True)
+    (home / "elir" / "records" / "calibration").symlink_to(shared, target_is_directory=True)
     for name in ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
     return home

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import goldens
-from elir_cli import load_model
+from elir_cli.registry.loading import load_model  # the file as read, float32 (the public one also prepares it)
 from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
 from elir_cli.registry.loading import convert_to_safetensors
 from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError

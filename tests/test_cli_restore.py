@@ -264,7 +264,7 @@ def test_report_names_the_model_actually_used(tmp_path: Path) -> None:
 
     weights = tiny_weights(tmp_path, "bfr")  # K = 3, while the bfr task's K is 5
     result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(tmp_path / "o.png"),
-                      "--weights", str(weights), "--seed", "0", "--device", "cpu", "--json")
+                      "--weights", str(weights), "--seed", "0", "--device", "cpu", "--precision", "fp32", "--json")
     assert result.returncode == 0, result.stderr.decode()
     settings = json.loads(result.stdout)["settings"]
     assert settings["steps"] == 3

@@ -38,6 +38,8 @@ def test_wheel_contains_the_modules_manifest_and_detector(tmp_path: Path) -> Non
         assert f"elir_cli/weights/{data}" in names
     for page in (ROOT / "elir_cli" / "serve" / "static").iterdir():  # elir serve's web page
         assert f"elir_cli/serve/static/{page.name}" in names
+    for face in (ROOT / "elir_cli" / "pipeline" / "calibration_faces").glob("*.jpg"):  # the precision calibration set
+        assert f"elir_cli/pipeline/calibration_faces/{face.name}" in names
 
 
 def test_the_source_tree_finds_its_manifest_without_an_install() -> None:

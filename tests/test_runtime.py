@@ -40,7 +40,7 @@ def test_unavailable_or_unknown_device_is_a_usage_error() -> None:
 def test_precision_rules_on_cpu() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None
-    with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
+    with pytest.raises(UsageError, match="fp16 is not supported on this CPU, which supports: fp32"):
         resolve_precision("fp16", cpu)
     if cpu_supports_bf16():
         assert resolve_precision("bf16", cpu) is torch.bfloat16
@@ -59,7 +59,7 @@ def test_gpu_precisions_map_to_half_dtypes() -> None:
     else:
         assert resolve_precision("fp16", fake_cuda) is torch.float16  # no device query for fp16
     assert resolve_precision("fp16", torch.device("mps")) is torch.float16
-    with pytest.raises(UsageError, match="bf16 is not supported on MPS"):
+    with pytest.raises(UsageError, match="bf16 is not supported on Apple's MPS backend, which supports: fp32, fp16"):
         resolve_precision("bf16", torch.device("mps"))
 
 

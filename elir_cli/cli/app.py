@@ -60,6 +60,7 @@ def root(
 
 def _register_commands() -> None:
     from .evaluate import DEGRADE_EPILOG, EVAL_EPILOG, degrade, evaluate
+    from .export import EXPORT_EPILOG, export
     from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
     from .serve import SERVE_EPILOG, serve
 
@@ -68,6 +69,7 @@ def _register_commands() -> None:
     app.command(epilog=DEGRADE_EPILOG)(degrade)
     app.command(name="eval", epilog=EVAL_EPILOG)(evaluate)
     app.command(epilog=SERVE_EPILOG)(serve)
+    app.command(epilog=EXPORT_EPILOG)(export)
 
 
 _register_commands()

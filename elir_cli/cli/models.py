@@ -59,6 +59,12 @@ def _status_dict(name: str) -> dict[str, Any]:
     return task_status_json(name)
 
 
+def _calibration_line(c: dict[str, Any]) -> str:
+    verdict = f"uses {c['precision']}" if c["passed"] else "falls back to fp32"
+    return (f"{c['precision']} on {c['device_kind']}: {c['psnr_db']:.1f} dB vs fp32 (threshold "
+            f"{c['threshold_db']:.0f}) -> auto {verdict}; {c['images']} images, {c['seconds']:.1f} s, {c['recorded_at']}")
+
+
 @app.command("list")
 def list_models(as_json: JsonOption = False) -> None:
     """List the tasks, what each restores, its size, and whether its weights are cached.
@@ -158,6 +164,9 @@ def info(task: TaskArgument, as_json: JsonOption = False) -> None:
     ]
     if r["paper"]:
         lines.append(("paper", ", ".join(f"{k} {v}" for k, v in r["paper"].items())))
+    for c in r["calibration"] or [None]:
+        lines.append(("calibration", _calibration_line(c) if c else
+                      "none yet (runs the first time --precision auto picks bf16/fp16 on a device kind)"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         typer.echo(f"{key.ljust(width)}  {value}")
@@ -185,24 +194,40 @@ def import_weights(
 
 
 @app.command()
-def verify(as_json: JsonOption = False) -> None:
+def verify(
+    as_json: JsonOption = False,
+    precision: Annotated[bool, typer.Option(
+        "--precision", help="Also re-run the reduced-precision calibration of every cached task on --device.")] = False,
+    device: Annotated[str, typer.Option("--device", help="Device for --precision (auto, cpu, cuda, mps).")] = "auto",
+) -> None:
     """Re-hash every cached weights file against the manifest or the recorded sha256.
 
-    Exits with status 1 if any file changed.
+    Exits with status 1 if any file changed. With --precision, also restores
+    the calibration set in fp32 and in the device's reduced precision (what
+    --precision auto would pick) and records whether it stays within 45 dB.
 
-    Example:
+    Examples:
 
       elir models verify
+
+      elir models verify --precision
     """
     from elir_cli.registry.inventory import verify_cache
 
     results = verify_cache()
+    calibrations = _recalibrate(device, [r for r in results if r.status != "mismatch"]) if precision else []
     if as_json:
-        typer.echo(json.dumps([{"name": r.name, "path": str(r.path), "status": r.status,
-                                "sha256": r.sha256, "expected": r.expected} for r in results], indent=2))
+        payload: Any = [{"name": r.name, "path": str(r.path), "status": r.status,
+                         "sha256": r.sha256, "expected": r.expected} for r in results]
+        if precision:
+            payload = {"files": payload, "calibration": calibrations}
+        typer.echo(json.dumps(payload, indent=2))
     else:
         for r in results:
             typer.echo(f"{r.status}\t{r.name}\t{r.sha256}\t{r.path}")
+        for c in calibrations:
+            typer.echo(f"calibration\t{c['task']}\t{c['precision']}\t{c['device_kind']}\t"
+                       f"{c['psnr_db']:.1f} dB\t{'pass' if c['passed'] else 'fallback to fp32'}")
         if not results:
             _stderr().print("Nothing cached yet.")
     bad = [r for r in results if r.status == "mismatch"]
@@ -210,6 +235,33 @@ def verify(as_json: JsonOption = False) -> None:
         names = " ".join(sorted({r.name for r in bad}))
         raise ChecksumMismatchError(f"{len(bad)} cached file(s) changed since they were recorded: {names}",
                                     hint="run `elir models remove NAME`, then download again")
+
+
+def _recalibrate(device: str, results: list[Any]) -> list[dict[str, Any]]:
+    """Calibrate each cached task file again (never the detector); the records, as dicts."""
+    from dataclasses import asdict
+
+    from elir_cli.model.runtime import resolve_runtime
+    from elir_cli.pipeline.calibration import choose_precision
+    from elir_cli.registry.loading import load_model
+    from elir_cli.registry.tasks import task_names
+
+    runtime = resolve_runtime(device, "auto")
+    err = _stderr()
+    if runtime.compute_dtype is None:
+        err.print(f"Nothing to calibrate: {runtime.device.type} runs fp32 only here.")
+        return []
+    out = []
+    for r in results:
+        if r.name not in task_names():
+            continue
+        choice = choose_precision(load_model(r.path, task=r.name), runtime, weights=Path(r.path), sha256=r.sha256,
+                                  task=r.name, force=True, log=err.print)
+        if choice.record is None:
+            err.print(f"{r.name}: {choice.note}")
+            continue
+        out.append(asdict(choice.record))
+    return out
 
 
 @app.command()

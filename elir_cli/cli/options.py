@@ -29,6 +29,7 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
@@ -59,7 +60,7 @@ Steps = Annotated[Optional[int], typer.Option("--steps", min=1, help="Euler step
 Fidelity = Annotated[float, typer.Option("--fidelity", min=0.0, max=1.0, help="0 = faithful coarse estimate, 1 = full flow (most detail).", rich_help_panel=MODEL)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for repeatable results (same seed, same bytes).", rich_help_panel=MODEL)]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; the device used is reported.", rich_help_panel=MODEL)]
-PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, or fp16/bf16 where the device supports it.", rich_help_panel=MODEL)]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto (default): bf16 on CPUs with native bf16 (AMX/AVX512-BF16), bf16/fp16 on CUDA, fp32 elsewhere, once a calibration per weights file shows it restores like fp32 (>= 45 dB); fp32 is exact to the authors; fp16/bf16 force one where the device supports it.", rich_help_panel=MODEL)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces restored at once; it bounds memory (default: 1 on the CPU, where batching is not faster; 4 on a GPU).", rich_help_panel=MODEL)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model: the first face compiles it (minutes on a small CPU); may pay on a GPU over a long batch.", rich_help_panel=MODEL)]
 Upscale = Annotated[Optional[int], typer.Option("--upscale", min=1, max=16, help="Output scale (default: the task's).", rich_help_panel=OUTPUT)]
@@ -101,7 +102,7 @@ class RestoreOptions:
     fidelity: Fidelity = 1.0
     seed: Seed = None
     device: DeviceOpt = Device.auto
-    precision: PrecisionOpt = Precision.fp32
+    precision: PrecisionOpt = Precision.auto
     batch_size: BatchSize = None
     compile: Compile = False
     upscale: Upscale = None

@@ -55,6 +55,11 @@ def fused_conv_available() -> bool:
         return False
 
 
+# Activations and weights both in one of these dtypes take the fused path. bf16 is
+# there for models whose weights were cast once (runtime.prepare_model); under
+# a bf16 autocast its convs are no-ops for autocast (already bf16), so fusing
+# them computes what autocast would.
+FUSED_DTYPES = (torch.float32, torch.bfloat16)
 _AVAILABLE: bool | None = None
 _plain_depth = 0
 
@@ -81,12 +86,16 @@ def clear_packed_weights() -> None:
 
 def _fast_path(x: torch.Tensor, conv: nn.Conv2d, add: torch.Tensor | None) -> bool:
     global _AVAILABLE
-    if _plain_depth or x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+    if _plain_depth or x.device.type != "cpu" or x.dtype not in FUSED_DTYPES or conv.weight.dtype != x.dtype:
+        return False
+    if conv.bias is not None and conv.bias.dtype != x.dtype:
         return False
     if torch.compiler.is_compiling():  # torch.compile traces plain ops and fuses them itself
         return False
-    if torch.is_grad_enabled() or _cpu_autocast_enabled() or not torch.backends.mkldnn.enabled:
+    if torch.is_grad_enabled() or not torch.backends.mkldnn.enabled:
         return False
+    if _cpu_autocast_enabled() and (x.dtype == torch.float32 or _cpu_autocast_dtype() != x.dtype):
+        return False  # autocast would cast this conv: leave it to autocast
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or _has_hooks(conv):
         return False
     if not (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
@@ -96,6 +105,13 @@ def _fast_path(x: torch.Tensor, conv: nn.Conv2d, add: torch.Tensor | None) -> bo
     if _AVAILABLE is None:
         _AVAILABLE = fused_conv_available()
     return _AVAILABLE
+
+
+def _cpu_autocast_dtype() -> torch.dtype:
+    try:
+        return torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):  # before torch 2.4
+        return torch.get_autocast_cpu_dtype()
 
 
 def _has_hooks(conv: nn.Conv2d) -> bool:

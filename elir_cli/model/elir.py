@@ -103,6 +103,11 @@ class ElirModel(nn.Module):
         return y[..., :height, :width].float()
 
     @property
+    def precision(self) -> str:
+        """The precision the network computes in: ``fp32``, ``bf16`` or ``fp16``."""
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.compute_dtype]
+
+    @property
     def is_channels_last(self) -> bool:
         weight = self.enc.layers[0].weight
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()

@@ -45,7 +45,7 @@ class RestoreSettings:
     task: str = "bfr"
     weights: str | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     steps: int | None = None
     fidelity: float = 1.0
     seed: int | None = None
@@ -231,14 +231,27 @@ class FileRestorer:
         return self._files[source]
 
     def _load(self, source: str, task: str) -> tuple["ElirModel", Path]:
+        from elir_cli.model.runtime import compile_model
         from elir_cli.registry.loading import load_model
-        from elir_cli.model.runtime import prepare_model
+
+        from elir_cli.registry.store import recorded_sha256
+
+        from .calibration import choose_precision
 
         path = self._weights_file(source, task)
         model = load_model(path, task=task)
         if model.task and model.task != task:
             raise UsageError(f"the weights {path} are for task {model.task!r}, not {task!r}")
-        return prepare_model(model, self.runtime, compile=self.settings.compile), path
+        sha256 = None
+        if self.runtime.auto and self.runtime.compute_dtype is not None:  # only calibration needs it now
+            sha256 = recorded_sha256(path, task)
+            if source == (self.settings.weights or self.settings.task):
+                self._weights_sha256 = sha256
+        choice = choose_precision(model, self.runtime, weights=path, sha256=sha256, task=task, log=self._log)
+        if choice.note:
+            self._log(f"Note: {choice.note}")
+        model = choice.model
+        return (compile_model(model) if self.settings.compile else model), path
 
     @property
     def bg_model(self) -> "ElirModel":
@@ -276,9 +289,16 @@ class FileRestorer:
         """A tip when the CPU could run bf16 (AMX/AVX512-BF16) but fp32 was chosen."""
         from elir_cli.model.runtime import cpu_supports_bf16
 
-        if self.runtime.device.type == "cpu" and self.runtime.compute_dtype is None and cpu_supports_bf16():
-            return "this CPU runs bf16 natively: --precision bf16 is about 2-3x faster (results differ slightly)"
+        if self.runtime.device.type == "cpu" and self.runtime.compute_dtype is None and not self.runtime.auto \
+                and cpu_supports_bf16():
+            return "this CPU runs bf16 natively: --precision auto (the default) is about 2-3x faster when calibration allows"
         return None
+
+    def device_description(self) -> str:
+        """The device and the precision the model runs at (after calibration, once loaded)."""
+        if self._model is None:
+            return self.runtime.describe()
+        return f"{self.runtime.device.type} ({self._model.precision}{', auto' if self.runtime.auto else ''})"
 
     def describe(self) -> dict[str, Any]:
         """The settings that decide the output bytes, for reports."""
@@ -289,7 +309,7 @@ class FileRestorer:
             "steps": s.steps if s.steps is not None else (
                 self._model.config.k_steps if self._model is not None else get_task(s.task).model.k_steps),
             "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
-            "device": self.runtime.describe(), "batch_size": self.batch_size, "compile": s.compile,
+            "device": self.device_description(), "batch_size": self.batch_size, "compile": s.compile,
         }
 
     # -- restoring ---------------------------------------------------------------

@@ -79,8 +79,11 @@ def model_restorer(model: "ElirModel", *, seed: int | None = None, steps: int | 
     if seed is not None:
         generator = torch.Generator(device=param.device).manual_seed(int(seed))
 
+    # Inputs stay float32 for a model whose weights were cast to bf16/fp16 (prepare_model).
+    dtype = torch.float32 if param.dtype in (torch.bfloat16, torch.float16) else param.dtype
+
     def restore(x: torch.Tensor) -> torch.Tensor:
-        return model.restore(x.to(device=param.device, dtype=param.dtype), generator=generator,
+        return model.restore(x.to(device=param.device, dtype=dtype), generator=generator,
                              steps=steps, fidelity=fidelity)
 
     return restore
@@ -93,6 +96,7 @@ def restore_image(
     restorer: Restorer | None = None,
     weights: str | None = None,
     device: "str | torch.device" = "cpu",
+    precision: str = "auto",
     batch_size: int | None = None,
     upscale: int | None = None,
     bg_task: str | None = None,
@@ -115,7 +119,7 @@ def restore_image(
     if mask is not None:
         mask_array = np.asarray(mask.convert("L")) >= 128 if hasattr(mask, "convert") else np.asarray(mask)
     return restore_array(
-        pil_to_array(image), task=task, restorer=restorer, weights=weights, device=device,
+        pil_to_array(image), task=task, restorer=restorer, weights=weights, device=device, precision=precision,
         batch_size=batch_size, upscale=upscale, bg_task=bg_task, bg_restorer=bg_restorer,
         aligned=aligned, whole_image=whole_image, det_threshold=det_threshold,
         min_face_size=min_face_size, only_center_face=only_center_face, max_faces=max_faces,
@@ -131,6 +135,7 @@ def restore_array(
     restorer: Restorer | None = None,
     weights: str | None = None,
     device: "str | torch.device" = "cpu",
+    precision: str = "auto",
     batch_size: int | None = None,
     upscale: int | None = None,
     bg_task: str | None = None,
@@ -155,6 +160,9 @@ def restore_array(
       photo is one aligned face crop) or ``whole_image`` (tile the whole photo).
     - ``restorer`` / ``weights`` / ``device`` / ``steps`` / ``fidelity`` /
       ``seed``: the crop restorer, or the ELIR model to load and how to run it.
+    - ``precision``: for a model loaded here, ``auto`` (bf16/fp16 where the
+      device has it and a calibration per weights file allows, else fp32),
+      ``fp32`` (exact to the authors), ``bf16`` or ``fp16``.
     - ``batch_size``: crops per model call (default: 1 on the CPU, where
       batching is not faster, 4 on a GPU); it bounds memory.
     - ``upscale``: output scale (default: the task's scale, 1 for bfr).
@@ -183,7 +191,8 @@ def restore_array(
     if mask is not None:
         mask = mask.astype(bool)
     if restorer is None:
-        restorer = _load_restorer(weights or task, task, device, seed=seed, steps=steps, fidelity=fidelity)
+        restorer = _load_restorer(weights or task, task, device, precision, seed=seed, steps=steps,
+                                  fidelity=fidelity)
     if spec.kind == "image" or whole_image:
         photo = rgb if mask is None else np.where(mask[:, :, None], np.float32(0.0), rgb)
         out = _tiled(photo, restorer, spec, scale, batch_size, device)
@@ -197,7 +206,7 @@ def restore_array(
         chosen = _select(found, (width, height), min_face_size, only_center_face, max_faces, face_indices)
     else:
         chosen = list(faces)
-    background = _background(rgb, scale, bg_task, bg_restorer, batch_size, device, seed)
+    background = _background(rgb, scale, bg_task, bg_restorer, batch_size, device, seed, precision)
     pasted = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
     return RestoreResult(array=background, faces=pasted, task=task, upscale=scale)
 
@@ -289,12 +298,12 @@ def _check_options(spec: Task, rgb: np.ndarray, *, upscale: int | None, batch_si
     return scale
 
 
-def _load_restorer(source: str, task: str, device: "str | torch.device", *, seed: int | None,
-                   steps: int | None, fidelity: float) -> Restorer:
-    from elir_cli.registry.loading import load_model
+def _load_restorer(source: str, task: str, device: "str | torch.device", precision: str, *,
+                   seed: int | None, steps: int | None, fidelity: float) -> Restorer:
+    from .inference import load_model
 
-    return model_restorer(load_model(source, task=task, device=device), seed=seed, steps=steps,
-                          fidelity=fidelity)
+    return model_restorer(load_model(source, task=task, device=device, precision=precision), seed=seed,
+                          steps=steps, fidelity=fidelity)
 
 
 def _detector(detector: "FaceDetector | str | None", device: "str | torch.device") -> "FaceDetector":
@@ -314,14 +323,15 @@ def _select(found: list[Face], size: tuple[int, int], min_face_size: float, only
 
 
 def _background(rgb: np.ndarray, scale: int, bg_task: str | None, bg_restorer: Restorer | None,
-                batch_size: int, device: "str | torch.device", seed: int | None) -> np.ndarray:
+                batch_size: int, device: "str | torch.device", seed: int | None,
+                precision: str = "auto") -> np.ndarray:
     from elir_cli.faces.paste import resize_background
 
     if bg_task is None:
         return resize_background(rgb, scale)
     spec = get_task(bg_task)
     if bg_restorer is None:
-        bg_restorer = _load_restorer(bg_task, bg_task, device, seed=seed, steps=None, fidelity=1.0)
+        bg_restorer = _load_restorer(bg_task, bg_task, device, precision, seed=seed, steps=None, fidelity=1.0)
     return _tiled(rgb, bg_restorer, spec, scale, batch_size, device)
 
 

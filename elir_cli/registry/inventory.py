@@ -95,7 +95,17 @@ def task_status_json(task: str) -> dict[str, Any]:
                 "sha256": t.hub_sha256},
         "release": {"url": t.release_url, "sha256": t.release_sha256},
         "paper": t.paper,
+        "calibration": calibrations_json(s.record.sha256 if s.record else None),
     }
+
+
+def calibrations_json(sha256: str | None) -> list[dict[str, Any]]:
+    """The precision calibrations recorded for this weights file (see pipeline.calibration)."""
+    from dataclasses import asdict
+
+    from .store import calibrations_for
+
+    return [asdict(c) for c in calibrations_for(sha256)] if sha256 else []
 
 
 VerifyStatus = Literal["ok", "mismatch", "unverified"]

@@ -20,17 +20,29 @@ if TYPE_CHECKING:
     from elir_cli.model.elir import ElirModel
 
 
-def load_model(source: str | os.PathLike[str], task: str | None = None,
-               device: "str | torch.device" = "cpu") -> "ElirModel":
-    """Load ELIR from a weights file (any supported format) or a task name."""
-    from elir_cli.model.checkpoint import read_checkpoint
-
+def weights_path(source: str | os.PathLike[str]) -> Path:
+    """``source`` as a file: a path as given, or a task name's registry weights (fetched once)."""
     path = Path(source)
     if not path.exists() and isinstance(source, str) and os.sep not in source and source in task_names():
         from .hub import ensure_task_weights
 
-        task = task or source
-        path = ensure_task_weights(source)
+        return ensure_task_weights(source)
+    return path
+
+
+def load_model(source: str | os.PathLike[str], task: str | None = None,
+               device: "str | torch.device" = "cpu") -> "ElirModel":
+    """Load ELIR in float32 from a weights file (any supported format) or a task name.
+
+    The model as the file holds it, for converting and inspecting; the public
+    ``elir_cli.load_model`` (:mod:`elir_cli.pipeline.inference`) returns it
+    ready for inference at a calibrated precision.
+    """
+    from elir_cli.model.checkpoint import read_checkpoint
+
+    path = weights_path(source)
+    if path != Path(source):
+        task = task or str(source)
     ckpt = read_checkpoint(path)
     model = build_task_model(ckpt, task, source=str(path))
     return model.to(device)

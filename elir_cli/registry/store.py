@@ -203,6 +203,14 @@ def read_record(kind: Literal["tasks", "detectors"], name: str) -> FileRecord | 
         return None
 
 
+def recorded_sha256(path: Path, task: str | None = None) -> str:
+    """The sha256 of ``path``: the task record's when it describes this unchanged file, else hashed now."""
+    record = read_record("tasks", task) if task else None
+    if record is not None and record.matches_file(Path(path)):
+        return record.sha256
+    return sha256_file(Path(path))
+
+
 def write_record(kind: Literal["tasks", "detectors"], record: FileRecord) -> Path:
     path = record_path(kind, record.name)
     text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
@@ -255,3 +263,61 @@ def cache_error_from_oserror(exc: OSError, folder: Path) -> CacheError | None:
         return CacheError(f"cannot write to the cache folder {where} ({exc.strerror or 'read-only'})",
                           hint=f"make it writable, or point ${ELIR_CACHE_ENV} / $HF_HOME at a writable folder")
     return None
+
+
+# -- precision calibrations ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """Whether a reduced precision restores like float32 with one weights file on one device kind.
+
+    Written by :mod:`elir_cli.pipeline.calibration` the first time the file is
+    used at ``precision`` on ``device_kind``; keyed by the file's sha256, so a
+    renamed copy shares it and a changed file does not.
+    """
+
+    sha256: str
+    precision: str
+    device_kind: str
+    psnr_db: float  # the lowest PSNR between the float32 and reduced outputs over the set
+    threshold_db: float
+    passed: bool
+    images: int
+    seconds: float
+    task: str | None = None
+    per_image_db: tuple[float, ...] = ()
+    recorded_at: str = ""
+
+
+def calibration_path(sha256: str, precision: str, device_kind: str) -> Path:
+    return elir_cache_dir() / "records" / "calibration" / f"{sha256}.{precision}.{device_kind}.json"
+
+
+def read_calibration(sha256: str, precision: str, device_kind: str) -> CalibrationRecord | None:
+    """The recorded calibration, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(calibration_path(sha256, precision, device_kind).read_text(encoding="utf-8"))
+        data["per_image_db"] = tuple(data.get("per_image_db", ()))
+        return CalibrationRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_calibration(record: CalibrationRecord) -> Path:
+    if not record.recorded_at:
+        record = CalibrationRecord(**{**asdict(record),
+                                      "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
+    return write_text_atomic(calibration_path(record.sha256, record.precision, record.device_kind), text)
+
+
+def calibrations_for(sha256: str) -> list[CalibrationRecord]:
+    """Every calibration recorded for the file with this sha256, by precision and device."""
+    folder = elir_cache_dir() / "records" / "calibration"
+    found = []
+    for path in sorted(folder.glob(f"{sha256}.*.json")) if folder.is_dir() else []:
+        _, precision, device_kind = path.name[: -len(".json")].split(".", 2)
+        record = read_calibration(sha256, precision, device_kind)
+        if record is not None:
+            found.append(record)
+    return found
