@@ -20,12 +20,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from elir_cli.errors import ImageError
+from elir_cli.model.runtime import tune_cpu_allocator
 from elir_cli.registry.tasks import get_task
 
 if TYPE_CHECKING:
     from elir_cli.pipeline.files import FileRestorer, RestoreSettings
 
-M_ARENA_MAX = -8  # glibc mallopt parameter
 MAX_LOADED = 2  # model sets (task + weights) one worker keeps loaded
 STOP = None
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
@@ -98,7 +98,7 @@ class ModelWorker:
             if self._started:
                 return
             self._started = True
-        one_heap()
+        tune_cpu_allocator()  # one heap for every thread: see its docstring
         for thread in self._threads:
             thread.start()
 
@@ -232,31 +232,3 @@ class ModelWorker:
         return Restored(data=data, format=fmt, size=output.size, faces=faces, warnings=warnings, timings=timings)
 
 
-def one_heap() -> bool:
-    """Make every thread allocate from glibc's main heap (Linux, glibc; idempotent).
-
-    The model runs in a worker thread, and glibc gives such a thread its own
-    arena, whose heaps are at most 64 MB: a face's activations (64 MB each)
-    then do not fit and memory is mapped and faulted in afresh at every layer
-    (measured: ~4,400 page faults per full-size bfr face in a worker thread,
-    0-540 in the main thread, same process otherwise). With one arena the
-    worker reuses the main heap as the CLI does, with the settings of
-    ``elir_cli.model.runtime.tune_cpu_allocator``. Returns whether it applied.
-    """
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return mallopt(M_ARENA_MAX, 1) == 1
