@@ -28,3 +28,17 @@ class StderrConsole:
 
 def stderr_console(*, quiet: bool) -> StderrConsole:
     return StderrConsole(quiet=quiet)
+
+
+def report_problems(console: StderrConsole, record: Any, *, note_label: str = "Warning") -> bool:
+    """Print a file record's notes, and its ``Error:``/``Hint:`` lines if it failed; whether it failed."""
+    from rich.markup import escape
+
+    for note in record.warnings:
+        console.print(f"[yellow]{note_label}:[/] {escape(note)}")
+    if record.status != "failed":
+        return False
+    console.print(f"[bold red]Error:[/] {escape(record.error or 'failed')}", force=True)
+    if record.hint:
+        console.print(f"[yellow]Hint:[/] {escape(record.hint)}", force=True)
+    return True

@@ -11,7 +11,7 @@ import typer
 
 from . import options as opt
 from . import video as vid
-from .console import stderr_console
+from .console import report_problems, stderr_console
 
 STDIO = "-"
 
@@ -183,13 +183,7 @@ def _tip(console, restorer) -> None:  # type: ignore[no-untyped-def]
 def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
     from rich.markup import escape
 
-    for note in record.warnings:
-        console.print(f"[yellow]Warning:[/] {escape(note)}")
-    if record.status == "failed":
-        console.print(f"[bold red]Error:[/] {escape(record.error or 'failed')}", force=True)
-        if record.hint:
-            console.print(f"[yellow]Hint:[/] {escape(record.hint)}", force=True)
-    elif record.status == "restored":
+    if not report_problems(console, record) and record.status == "restored":
         faces = "" if record.faces is None else f", {record.faces} face{'s' if record.faces != 1 else ''}"
         console.print(f"[green]Restored[/] {escape(record.input)} -> {escape(record.output or 'stdout')}"
                       f"{faces}, {record.seconds:.1f} s")

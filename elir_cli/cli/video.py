@@ -137,13 +137,9 @@ def _progress_printer(console: Any, name: str) -> Callable[[int, "int | None", f
 def report_video(console: Any, record: Any) -> None:
     from rich.markup import escape
 
-    for note in record.warnings:
-        console.print(f"[yellow]Note:[/] {escape(note)}")
-    if record.status == "failed":
-        console.print(f"[bold red]Error:[/] {escape(record.error or 'failed')}", force=True)
-        if record.hint:
-            console.print(f"[yellow]Hint:[/] {escape(record.hint)}", force=True)
-    elif record.status == "restored":
+    from .console import report_problems
+
+    if not report_problems(console, record, note_label="Note") and record.status == "restored":
         resumed = f", resumed at frame {record.resumed_at_frame}" if record.resumed_at_frame else ""
         console.print(f"[green]Restored[/] {escape(record.input)} -> {escape(record.output or '')}, "
                       f"{record.frames} frames, {len(record.tracks)} face tracks{resumed}, {record.seconds:.1f} s")
