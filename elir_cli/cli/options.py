@@ -16,31 +16,7 @@ from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import typer
 
-from elir_cli.registry.tasks import task_names
-
-TaskName = Enum("TaskName", {name: name for name in task_names()}, type=str)  # type: ignore[misc]
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class Ext(str, Enum):
-    auto = "auto"
-    png = "png"
-    jpg = "jpg"
-    webp = "webp"
-    tiff = "tiff"
+from elir_cli.registry.choices import Device, Ext, Precision, TaskName  # noqa: F401 (the commands use opt.X)
 
 
 class Engine(str, Enum):

@@ -28,7 +28,7 @@ def serve(
     task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.auto,
-    precision: opt.PrecisionOpt = opt.Precision.fp32,
+    precision: opt.PrecisionOpt = opt.Precision.auto,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar=API_KEY_ENV, show_envvar=True, help="Require this key on every /v1 request (Authorization: Bearer KEY or X-API-Key).")] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest upload, in MiB (413 above).")] = 50,
     queue: Annotated[int, typer.Option("--queue", min=1, help="Requests that may wait for the model (429 when full).")] = 8,

@@ -30,7 +30,7 @@ class ServeConfig:
     task: str = "bfr"
     weights: str | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     api_key: str | None = None
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     queue: int = DEFAULT_QUEUE

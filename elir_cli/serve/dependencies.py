@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
 
 from fastapi import Depends, Form, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from elir_cli.errors import UsageError
-from elir_cli.registry.tasks import task_names
+from elir_cli.registry.choices import Ext, TaskName
 
 from .config import MAX_STEPS
 from .errors import ApiError, field_of
@@ -18,17 +17,6 @@ from .service import Service
 
 if TYPE_CHECKING:
     from elir_cli.pipeline.files import RestoreSettings
-
-TaskName = Enum("TaskName", {name: name for name in task_names()}, type=str)  # type: ignore[misc]
-
-
-class Ext(str, Enum):
-    auto = "auto"
-    png = "png"
-    jpg = "jpg"
-    webp = "webp"
-    tiff = "tiff"
-
 
 def get_service(request: Request) -> Service:
     return request.app.state.service
