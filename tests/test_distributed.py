@@ -327,7 +327,7 @@ def test_the_workers_use_the_drivers_precision(ray_address: str, worker_store: P
                                         psnr_db=10.0, threshold_db=45.0, passed=False, images=1, seconds=0.0,
                                         task="denoising", per_image_db=(10.0,)))
     src = tmp_path / "in"
-    make_tree(src, {name: GOOD[name] for name in ("hopper.webp", "a/gray.jpg")})
+    make_tree(src, {name: GOOD[name] for name in ("a/gray.jpg",)})
     store = {"HF_HOME": str(driver_home), "ELIR_CACHE": str(driver_home / "elir")}
     ran = {}
     for engine, extra in (("ray", ["--engine", "ray", "--ray-address", ray_address, "--num-model-workers", "1"]),
@@ -376,6 +376,7 @@ def test_videos_in_a_ray_batch_are_restored_after_the_photos(ray_address: str, w
 # -- folders as URLs: a local S3-compatible server -------------------------------------------
 
 IN_BUCKET, OUT_BUCKET = "elir-photos", "elir-restored"
+FEW = ("a/gray.jpg", "c/palette.png")  # a smaller tree, for the mixed local/S3 runs
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +398,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     make_tree(root, {**GOOD, **BAD})
     for path in sorted(root.rglob("*")):
         if path.is_file():
-            client.put_object(Bucket=IN_BUCKET, Key=f"in/{path.relative_to(root).as_posix()}", Body=path.read_bytes())
+            name = path.relative_to(root).as_posix()
+            client.put_object(Bucket=IN_BUCKET, Key=f"in/{name}", Body=path.read_bytes())
+            if name in FEW:
+                client.put_object(Bucket=IN_BUCKET, Key=f"few/{name}", Body=path.read_bytes())
     try:
         yield {"env": env, "client": client}
     finally:
@@ -452,17 +456,19 @@ def test_a_local_folder_into_s3_and_back(ray_address: str, weights: Path, local_
                                         store: dict[str, str], s3: dict[str, Any], tmp_path: Path) -> None:
     """A local SRC with an s3:// DST, and an s3:// SRC with a local DST: the same outputs."""
     src = tmp_path / "in"
-    make_tree(src, GOOD)
+    make_tree(src, {name: GOOD[name] for name in FEW})
+    expected = {k: v for k, v in local_run["outputs"].items() if k.startswith(tuple(n.rsplit(".", 1)[0] + "." for n in FEW))}
+    assert len(expected) == len(FEW)
     common = ["--weights", str(weights), *COMMON, "--engine", "ray", "--ray-address", ray_address,
               "--num-model-workers", str(WORKERS)]
     env = {**s3["env"], **store}
     up = run_elir("batch", str(src), "-o", f"s3://{OUT_BUCKET}/mixed", *common, env=env, timeout=JOB_TIMEOUT_S)
     assert up.returncode == 0, up.stderr.decode()
-    assert bucket_files(s3["client"], OUT_BUCKET, "mixed/") == local_run["outputs"]
-    down = run_elir("batch", f"s3://{IN_BUCKET}/in", "-o", "down", *common, env=env, timeout=JOB_TIMEOUT_S,
+    assert bucket_files(s3["client"], OUT_BUCKET, "mixed/") == expected
+    down = run_elir("batch", f"s3://{IN_BUCKET}/few", "-o", "down", *common, env=env, timeout=JOB_TIMEOUT_S,
                     cwd=tmp_path)
-    assert down.returncode == 1, down.stderr.decode()  # the bad files
-    assert outputs(tmp_path / "down") == local_run["outputs"]
+    assert down.returncode == 0, down.stderr.decode()
+    assert outputs(tmp_path / "down") == expected
 
 
 @pytest.mark.parametrize("case", ["missing input bucket", "missing output bucket", "bad credentials",
