@@ -344,6 +344,34 @@ def test_the_workers_use_the_drivers_precision(ray_address: str, worker_store: P
     assert not list(worker_store.rglob("*.json")), "a worker calibrated on its own"
 
 
+def test_a_driver_without_the_workers_device_decides_in_a_ray_task(
+        ray_address: str, weights: Path, worker_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU head node of a GPU cluster: the decision runs in a Ray task with a worker's resources.
+
+    Here the driver pretends it has no CPU device, so a decision can only come from the task.
+    """
+    import elir_cli.model.runtime as runtime
+    from elir_cli.distributed.cluster import RayOptions
+    from elir_cli.distributed.precision import decide_precision
+    from elir_cli.errors import UsageError
+    from elir_cli.pipeline.files import RestoreSettings
+
+    def no_device(name: str = "auto") -> Any:
+        raise UsageError(f"this driver has no {name} device")
+
+    monkeypatch.setattr(runtime, "resolve_device", no_device)
+    assert ray.is_initialized()  # the module's instance: the task runs on its workers
+    settings = RestoreSettings(task="denoising", weights=str(weights), steps=1, seed=0, device="cpu")
+    before = set(worker_store.rglob("*.json"))
+    try:
+        decision = decide_precision(settings, {str(weights): weights}, RayOptions(address=ray_address))
+    finally:
+        for made in set(worker_store.rglob("*.json")) - before:  # the task calibrated in the workers' store
+            made.unlink()
+    assert decision is not None and decision.precision in ("bf16", "fp32")
+    assert decision.device == f"cpu ({decision.precision}, auto)"
+
+
 # -- videos: restored by the local engine after the Ray job ----------------------------------
 
 def test_videos_in_a_ray_batch_are_restored_after_the_photos(ray_address: str, weights: Path,

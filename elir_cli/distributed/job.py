@@ -13,6 +13,11 @@ A worker that dies loses only the file it was restoring: outputs are written
 atomically as each file finishes, Ray retries the rest of its rows on another
 worker (rows whose output appeared meanwhile are recorded as skipped), and a
 rerun skips every finished output.
+
+Folders given as URLs (s3://, gs://) are planned by :func:`plan_storage` (see
+:mod:`.storage`); rows then carry paths relative to the two folders, which
+the workers receive once. With ``--precision auto`` the driver decides the
+precision before the pool starts (:mod:`.precision`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from elir_cli.errors import UsageError
+from elir_cli.errors import ElirError, UsageError
 from elir_cli.pipeline.files import FileRestorer, RestoreSettings
 from .cluster import RayOptions, import_ray
 
@@ -48,13 +48,21 @@ def decide_precision(settings: RestoreSettings, weights_files: Mapping[str, Path
     """The concrete precision for ``--precision auto`` (None: a precision was given; the workers use it)."""
     if settings.precision != AUTO:
         return None
+    from elir_cli.model.runtime import resolve_device
+
     device = workers_device(settings, options)
     try:
-        return decide_here(settings, weights_files, device, log=log)
+        resolve_device(device)
     except UsageError:  # the driver has no such device: decide where a model worker would run
         ray = import_ray()
         task = ray.remote(num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None)(decide_here)
-        return ray.get(task.remote(settings, {k: str(v) for k, v in weights_files.items()}, device))
+        try:
+            return ray.get(task.remote(settings, {k: str(v) for k, v in weights_files.items()}, device))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, ElirError):  # the worker's one-line error, as the driver's would be
+                raise exc.cause from None
+            raise
+    return decide_here(settings, weights_files, device, log=log)
 
 
 def decide_here(settings: RestoreSettings, weights_files: Mapping[str, "Path | str"], device: str, *,
