@@ -192,7 +192,7 @@ def _registry_class():  # defined in a function, so Ray ships it by value to the
         def __init__(self) -> None:
             self.handles: list[Any] = []
 
-        def register(self, handle: Any) -> None:
+        def register(self, handle: Any, ready_at: float) -> None:
             self.handles.append(handle)
 
         def workers(self) -> list[Any]:

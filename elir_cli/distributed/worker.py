@@ -13,6 +13,7 @@ Per-file failures are rows: nothing a file does stops the worker.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -40,8 +41,9 @@ class ModelWorker:
 
         ``cwd``: the driver's working folder; relative paths in the rows and settings
         are relative to it (where this node has it: on one machine or a shared mount).
-        ``registry``: the name of an actor with a ``register(handle)`` method that
-        learns each worker once its model is loaded (for monitoring and tests).
+        ``registry``: the name of an actor with a ``register(handle, ready_at)`` method
+        that learns each worker and when (``time.time()``) its model was loaded (for
+        monitoring, tests and the benchmark).
         ``storage``: the input and output folders when the batch is on URL folders;
         the rows' paths are then relative to them.
         """
@@ -71,7 +73,7 @@ class ModelWorker:
         if registry is not None:
             import ray
 
-            ray.get_actor(registry).register.remote(ray.get_runtime_context().current_actor)
+            ray.get_actor(registry).register.remote(ray.get_runtime_context().current_actor, time.time())
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         indices, records = [], []
@@ -113,7 +115,7 @@ class ModelWorker:
             try:
                 data = read_bytes(src, relative)
             except OSError as exc:
-                raise StorageError(f"{shown}: cannot read: {str(exc).strip().splitlines()[0][:300]}") from exc
+                raise StorageError(f"{shown}: cannot read: {_first_line(exc)}") from exc
             record, _ = self.restorer.restore_file(
                 None, None, data=data, display_name=shown, faces_key=faces_key,
                 put=lambda suffix, payload: write_new(dst, output + suffix, payload, overwrite=overwrite))
@@ -127,7 +129,7 @@ class ModelWorker:
 def _failed(shown: str, exc: BaseException) -> FileRecord:
     last = traceback.extract_tb(exc.__traceback__)[-1:]
     where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    first = _first_line(exc)
     return FileRecord(input=shown, status="failed", error=f"{shown}: {type(exc).__name__}: {first}{where}",
                       hint="rerun with --debug on the local engine for the traceback and report it")
 
@@ -135,3 +137,7 @@ def _failed(shown: str, exc: BaseException) -> FileRecord:
 def record_from_row(row: Mapping[str, Any]) -> tuple[int, FileRecord]:
     """A status row back from a worker as (plan index, record)."""
     return int(row[INDEX]), FileRecord(**json.loads(str(row[RECORD])))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
