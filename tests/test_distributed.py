@@ -255,15 +255,18 @@ def test_a_killed_model_worker_loses_nothing(ray_address: str, weights: Path, lo
     assert outputs(out) == expected
 
 
-def test_without_ray_the_cli_says_how_to_install_it(tmp_path: Path) -> None:
-    hide = tmp_path / "hide" / "ray"
-    hide.mkdir(parents=True)
-    (hide / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ray'\", name='ray')\n")
+@pytest.mark.parametrize("output", ["out", "s3://elir-restored/out"])
+def test_without_ray_the_cli_says_how_to_install_it(tmp_path: Path, output: str) -> None:
+    """Ray Data (and pyarrow, which comes with it and opens URL folders) missing: one line."""
+    for module in ("ray", "pyarrow"):
+        hide = tmp_path / "hide" / module
+        hide.mkdir(parents=True)
+        (hide / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n")
     src = tmp_path / "in"
     make_tree(src, {"hopper.webp": "hopper.webp"})
     path = os.pathsep.join([str(tmp_path / "hide"), os.environ.get("PYTHONPATH", "")])
-    done = run_elir("batch", str(src), "-o", str(tmp_path / "out"), *COMMON, "--engine", "ray",
-                    env={"PYTHONPATH": path})
+    done = run_elir("batch", str(src), "-o", output if "://" in output else str(tmp_path / output), *COMMON,
+                    "--engine", "ray", env={"PYTHONPATH": path})
     assert assert_one_line_error(done).startswith("Error: --engine ray needs Ray Data")
     assert 'Hint: pip install "elir-cli[ray]"' in done.stderr.decode()
     assert not (tmp_path / "out").exists()

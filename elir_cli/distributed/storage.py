@@ -37,7 +37,7 @@ from typing import Any
 from elir_cli.errors import ElirError, UsageError
 from elir_cli.images.read import HEADER_BYTES, is_image_data
 from elir_cli.pipeline.batch import output_names
-from .cluster import URL_SCHEME
+from .cluster import INSTALL_HINT, URL_SCHEME, RayUnavailableError
 
 # File systems where a write is one upload that appears whole at its end (no rename needed).
 OBJECT_STORES = ("s3", "gcs")
@@ -76,8 +76,12 @@ class Folder:
 
 def open_folder(location: str) -> Folder:
     """A URL or a local path as a :class:`Folder` (a local path: pyarrow's local file system)."""
-    from pyarrow import ArrowInvalid
-    from pyarrow.fs import FileSystem, LocalFileSystem
+    try:
+        from pyarrow import ArrowInvalid
+        from pyarrow.fs import FileSystem, LocalFileSystem
+    except ImportError as exc:  # pyarrow comes with Ray Data
+        raise RayUnavailableError(f"--engine ray needs Ray Data, which is not installed ({exc})",
+                                  hint=INSTALL_HINT) from None
 
     if not is_url(location):
         return Folder(url=location, fs=LocalFileSystem(), root=str(Path(location).resolve()))
