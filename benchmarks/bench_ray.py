@@ -27,9 +27,14 @@ start-up (Ray's start, the workers' imports and model loads) and the mean
 time restoring one file (its record's ``seconds``). Ray's overhead is
 ``1 - steady(ray) / steady(local)``, the median over rounds. When the
 per-file times of the engines differ (on a loaded machine a process with two
-OpenMP threads loses more to other jobs than two one-thread workers), the
-difference comes from the machine, not from Ray. A round that would not fit
-in ``--budget-s`` (estimated from the rounds so far) is not started.
+OpenMP threads loses far more to other jobs than two one-thread workers), the
+difference comes from the machine, not from Ray; there, compare thread for
+thread, where only Ray's machinery differs:
+
+    python benchmarks/bench_ray.py --workers 1 --worker-cpus 1 --local-threads 1
+
+A round that would not fit in ``--budget-s`` (estimated from the rounds so
+far) is not started.
 
 Timings on a machine shared with other jobs are noisy: compare the ratios
 of one run, and rerun when the load changes.
@@ -134,6 +139,9 @@ def main() -> None:
     parser.add_argument("--one-big-worker", action="store_true", help="also: one Ray worker with every core")
     parser.add_argument("--local-threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads of the local engine (default: every core, as elir batch uses)")
+    parser.add_argument("--worker-cpus", type=float, default=None,
+                        help="CPUs (and torch threads) of each Ray worker (default: cores / --workers); "
+                             "--workers 1 --worker-cpus 1 --local-threads 1 compares the engines thread for thread")
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                         help="start no round that would end after this many seconds")
     parser.add_argument("--out", type=Path)
@@ -200,9 +208,10 @@ def main() -> None:
                         ray.shutdown()
             return run
 
+        worker_cpus = args.worker_cpus or cores / args.workers
         engines = {f"local engine (1 process, {args.local_threads} threads)": lambda out: local(out),
-                   f"ray engine ({args.workers} workers x {cores / args.workers:g} CPU)":
-                       lambda out: on_ray(out, args.workers, cores / args.workers)}
+                   f"ray engine ({args.workers} workers x {worker_cpus:g} CPU)":
+                       lambda out: on_ray(out, args.workers, worker_cpus)}
         if args.one_big_worker:
             engines[f"ray engine (1 worker x {cores} CPU)"] = lambda out: on_ray(out, 1, float(cores))
         names = list(engines)
