@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -191,8 +191,8 @@ def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
 
 @opt.restore_options(suffix="")
 def batch(
-    folder: Annotated[Path, typer.Argument(help="Folder to restore (recursively).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside.")],
+    folder: Annotated[str, typer.Argument(help="Folder to restore (recursively); with --engine ray also a URL (s3://bucket/photos, gs://...).", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output folder; the input tree is mirrored inside. With --engine ray also a URL.")],
     options: opt.RestoreOptions = opt.RestoreOptions(),
     report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file status, faces, timings and settings: as JSON, or as a page with before/after sliders when the name ends in .html.", rich_help_panel=opt.OUTPUT)] = None,
     engine: opt.EngineOpt = opt.Engine.local,
@@ -217,23 +217,31 @@ def batch(
     if engine is opt.Engine.local and ray_given:
         raise UsageError(f"{', '.join(ray_given)} {'needs' if len(ray_given) == 1 else 'need'} --engine ray",
                          hint="add --engine ray, or drop them")
-    if engine is opt.Engine.ray:
-        from elir_cli.distributed.cluster import check_local_folder
-
-        check_local_folder(str(folder), what="the input folder")
-        check_local_folder(str(output), what="the output folder")
-    items = plan_batch(folder, output, suffix=options.suffix, include=vid.is_image_or_video)
+    urls = [where for where in (folder, output) if _is_url(where)]
+    if urls and engine is opt.Engine.local:
+        raise UsageError(f"{urls[0]} is a URL; the local engine reads and writes folders on this machine",
+                         hint="add --engine ray (it reads and writes s3://, gs://, ... URLs), or give a local folder")
+    if urls and (options.compare or options.save_faces):
+        raise UsageError("--compare and --save-faces write next to local outputs; not with URL folders",
+                         hint="drop them, or restore into a local folder")
     flags = vid.VideoFlags(codec, crf, preset, tracking)
-    if any(vid.is_video(item.src) for item in items):
-        if engine is opt.Engine.ray:
-            raise UsageError(f"{folder} holds videos, which --engine ray does not restore yet",
-                             hint="restore them with the local engine (drop --engine ray)")
-        flags.check()
+    if urls:
+        from elir_cli.distributed import plan_storage
+
+        plan = plan_storage(folder, output, suffix=options.suffix)  # images only (see the README)
+        items: Any = plan
+        total, videos = len(plan.items), []
+    else:
+        items = plan_batch(Path(folder), Path(output), suffix=options.suffix, include=vid.is_image_or_video)
+        total = len(items)
+        videos = [item for item in items if vid.is_video(item.src)]
+        if videos:
+            flags.check()
     progress = _progress(console, enabled=not options.as_json and not options.quiet)
     error = None
     with progress:
-        task_id = progress.add_task("Restoring", total=len(items), rate="")
-        lines = _RateLines(console, total=len(items), enabled=engine is opt.Engine.ray and not options.as_json
+        task_id = progress.add_task("Restoring", total=total, rate="")
+        lines = _RateLines(console, total=total, enabled=engine is opt.Engine.ray and not options.as_json
                            and not options.quiet and not console.is_terminal)
 
         def done(record) -> None:  # type: ignore[no-untyped-def]
@@ -242,16 +250,14 @@ def batch(
                 _report_one(console, record)
 
         if engine is opt.Engine.ray:
-            from rich.markup import escape
+            from elir_cli.distributed import RayOptions
 
-            from elir_cli.distributed import RayOptions, run_ray_batch
-
-            result = run_ray_batch(settings, items, RayOptions(
-                address=ray_address, num_model_workers=num_model_workers, cpus_per_worker=cpus_per_worker,
-                gpus_per_worker=gpus_per_worker), log=lambda message: console.print(escape(message)), on_done=done)
-            summary, described, error = result.summary, result.settings, result.error
+            summary, described, error = _batch_on_ray(
+                console, settings, items, videos, done, flags, RayOptions(
+                    address=ray_address, num_model_workers=num_model_workers, cpus_per_worker=cpus_per_worker,
+                    gpus_per_worker=gpus_per_worker), show=not options.as_json and not options.quiet)
         else:
-            summary, described = _batch_locally(console, settings, items, folder, done, flags,
+            summary, described = _batch_locally(console, settings, items, Path(folder), done, flags,
                                                 show=not options.as_json and not options.quiet)
     lines.finish(summary)
     if report is not None:
@@ -269,6 +275,42 @@ def batch(
         raise typer.Exit(130)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _is_url(where: str) -> bool:
+    from elir_cli.distributed.cluster import URL_SCHEME
+
+    return bool(URL_SCHEME.match(where))
+
+
+def _batch_on_ray(console, settings, items, videos, done, flags, ray_options, *, show: bool):  # type: ignore[no-untyped-def]
+    """Photos on Ray; then the videos, if any, with the local engine on this machine (see the README)."""
+    from rich.markup import escape
+
+    from elir_cli.distributed import run_ray_batch
+    from elir_cli.pipeline.batch import BatchSummary, run_batch
+    from elir_cli.pipeline.files import FileRestorer
+
+    moving_ones = set(videos)
+    photos = [item for item in items if item not in moving_ones] if videos else items
+    result = run_ray_batch(settings, photos, ray_options, log=lambda message: console.print(escape(message)),
+                           on_done=done)
+    if not videos or result.error is not None or result.summary.interrupted:
+        return result.summary, result.settings, result.error
+    console.print(f"[dim]{len(videos)} video{'s' if len(videos) != 1 else ''}: restored by the local engine on "
+                  "this machine, after the photos (a video is one long stream, resumed by its own checkpoints)[/]")
+    restorer = FileRestorer(settings, log=console.print)
+    hook = vid.batch_hook(restorer, flags, console, show=show)
+    if any(not vid.video_output(item.src, item.output.path, exact=False).exists() or settings.overwrite
+           for item in videos):
+        restorer.fetch_weights()
+        restorer.prepare()
+    moving = run_batch(restorer, videos, on_done=done, restore_item=hook)
+    by_item = dict(zip(photos, result.summary.records))
+    by_item.update(zip(videos, moving.records))
+    summary = BatchSummary(records=[by_item[item] for item in items if item in by_item],
+                           interrupted=moving.interrupted, seconds=result.summary.seconds + moving.seconds)
+    return summary, result.settings, None
 
 
 def _batch_locally(console, settings, items, folder: Path, done, flags, *, show: bool):  # type: ignore[no-untyped-def]

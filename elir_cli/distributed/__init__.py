@@ -2,9 +2,11 @@
 
 Owns :mod:`.cluster` (starting a small local Ray instance or connecting to a
 cluster, with one-line errors), :mod:`.worker` (the model stage: a callable
-class that Ray Data runs in an actor pool, one loaded model per actor) and
+class that Ray Data runs in an actor pool, one loaded model per actor),
 :mod:`.job` (the local batch's plan as a Ray dataset of small rows, streamed
-back into the local batch's summary).
+back into the local batch's summary), :mod:`.storage` (input and output
+folders given as URLs: s3://, gs://, any pyarrow file system) and
+:mod:`.precision` (``--precision auto`` decided once, by the driver).
 
 Ray is an optional dependency (``pip install "elir-cli[ray]"``), imported
 only inside functions.
@@ -18,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .cluster import RayOptions
-    from .job import RayBatchResult, run_ray_batch
+    from .job import RayBatchResult, StoragePlan, plan_storage, run_ray_batch
 
-_LAZY = {"RayOptions": "cluster", "RayBatchResult": "job", "run_ray_batch": "job"}
+_LAZY = {"RayOptions": "cluster", "RayBatchResult": "job", "StoragePlan": "job", "plan_storage": "job",
+         "run_ray_batch": "job"}
 
-__all__ = ["RayBatchResult", "RayOptions", "run_ray_batch"]
+__all__ = ["RayBatchResult", "RayOptions", "StoragePlan", "plan_storage", "run_ray_batch"]
 
 
 def __getattr__(name: str) -> Any:

@@ -103,14 +103,8 @@ class Cluster:
                 hint="lower --num-model-workers, --cpus-per-worker or --gpus-per-worker, or use --ray-address")
 
 
-URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
-
-
-def check_local_folder(path: str, *, what: str) -> None:
-    """Refuse a storage URL (s3://, gs://) for ``what``: the plan reads the folder tree through the file system."""
-    if URL_SCHEME.match(path):
-        raise UsageError(f"{what} {path} is a URL; the Ray engine reads and writes folders through the file system",
-                         hint="mount the bucket on every node (s3fs, gcsfuse, a shared NFS) and give its path")
+# A folder given as a URL (s3://bucket/x, gs://..., file:///...), not a local path.
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:

@@ -13,19 +13,27 @@ A worker that dies loses only the file it was restoring: outputs are written
 atomically as each file finishes, Ray retries the rest of its rows on another
 worker (rows whose output appeared meanwhile are recorded as skipped), and a
 rerun skips every finished output.
+
+Folders given as URLs (s3://, gs://) are planned by :func:`plan_storage` (see
+:mod:`.storage`); rows then carry paths relative to the two folders, which
+the workers receive once. With ``--precision auto`` the driver decides the
+precision before the pool starts (:mod:`.precision`).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
 
 from elir_cli.errors import ElirError
 from elir_cli.pipeline.batch import BatchItem, BatchSummary
 from elir_cli.pipeline.files import FileRecord, FileRestorer, RestoreSettings
 from .cluster import RayOptions, RayUnavailableError, import_ray, ray_session
+from .precision import decide_precision
+from .storage import Folder, RemoteItem, existing_outputs, finished_output, open_folder, plan_folders
 from .worker import EXACT, FACES_KEY, INDEX, OUTPUT, SRC, ModelWorker, record_from_row
 
 # One file per block up to this many files, so progress and retries are per file; beyond it
@@ -34,6 +42,15 @@ from .worker import EXACT, FACES_KEY, INDEX, OUTPUT, SRC, ModelWorker, record_fr
 MAX_BLOCKS = 10_000
 # Files per model call: one, so a lost worker loses one file and progress moves per file.
 FILES_PER_CALL = 1
+
+
+@dataclass(frozen=True)
+class StoragePlan:
+    """A batch's plan when SRC or DST is a URL: the two folders and the images, by relative path."""
+
+    src: Folder
+    dst: Folder
+    items: list[RemoteItem]
 
 
 @dataclass
@@ -46,11 +63,12 @@ class RayBatchResult:
     error: ElirError | None = field(default=None)  # the job stopped early (records so far are in summary)
 
 
-def run_ray_batch(settings: RestoreSettings, items: list[BatchItem], options: RayOptions, *,
+def run_ray_batch(settings: RestoreSettings, items: "list[BatchItem] | StoragePlan", options: RayOptions, *,
                   log: Callable[[str], None] | None = None,
                   on_done: Callable[[FileRecord], None] | None = None,
                   worker_registry: str | None = None) -> RayBatchResult:
-    """Restore ``items`` (a :func:`plan_batch` plan) on Ray; per-file failures are records.
+    """Restore ``items`` (a :func:`plan_batch` plan, or a :func:`plan_storage` plan for URL
+    folders) on Ray; per-file failures are records.
 
     Ctrl-C stops the job and returns what was done, with ``summary.interrupted``.
     ``worker_registry`` names an actor that each model worker registers with
@@ -60,36 +78,36 @@ def run_ray_batch(settings: RestoreSettings, items: list[BatchItem], options: Ra
     done = on_done or (lambda record: None)
     started = time.perf_counter()
     restorer = FileRestorer(settings, log=say)
+    stored = items if isinstance(items, StoragePlan) else None
     records: dict[int, FileRecord] = {}
-    todo: list[int] = []
-    for index, item in enumerate(items):
-        if (existing := restorer.kept_output(item.output)) is not None:
-            records[index] = FileRecord(input=str(item.src), output=str(existing), status="skipped",
-                                        hint="output exists (use --overwrite to redo it)")
-            done(records[index])
-        else:
-            todo.append(index)
+    rows: list[dict[str, Any]] = []
+    for index, skipped in _skips_and_rows(restorer, items, rows):
+        records[index] = skipped
+        done(skipped)
+    total = len(records) + len(rows)
     summary = BatchSummary()
     result = RayBatchResult(summary=summary, settings={})
-    if todo:
+    decision = None
+    if rows:
         ray = import_ray()  # before the weights: a missing extra fails at once
-        weights_files = {source: str(path.resolve()) for source, path in restorer.fetch_weights().items()}
+        weights_files = restorer.fetch_weights()
         with ray_session(options) as cluster:
             result.workers = cluster.workers(options)
             cluster.check_fits(options, result.workers)
+            decision = decide_precision(settings, weights_files, options, log=say)
+            worker_settings = settings if decision is None else replace(settings, precision=decision.precision)
             where = "a local Ray instance" if cluster.local else f"the Ray cluster at {cluster.address}"
-            say(f"{len(items)} images, {len(todo)} to restore on {result.workers} model workers "
-                f"({options.cpus_per_worker:g} CPU, {options.gpus_per_worker:g} GPU each) on {where}")
-            rows = [{INDEX: i, SRC: str(items[i].src), OUTPUT: str(items[i].output.path),
-                     EXACT: items[i].output.exact,
-                     FACES_KEY: (items[i].relative.parent / items[i].output.path.name).as_posix()} for i in todo]
+            say(f"{total} images, {len(rows)} to restore on {result.workers} model workers "
+                f"({options.cpus_per_worker:g} CPU, {options.gpus_per_worker:g} GPU each) on {where}"
+                + ("" if decision is None else f", at {decision.precision} (--precision auto, decided once)"))
             dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
                 ModelWorker, batch_size=FILES_PER_CALL, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=result.workers),
                 num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
-                fn_constructor_args=(settings, weights_files),
+                fn_constructor_args=(worker_settings, {k: str(v.resolve()) for k, v in weights_files.items()}),
                 fn_constructor_kwargs={"torch_threads": options.torch_threads, "cwd": os.getcwd(),
-                                       "registry": worker_registry})
+                                       "registry": worker_registry,
+                                       "storage": None if stored is None else (stored.src, stored.dst)})
             try:
                 for row in dataset.iter_rows():
                     index, record = record_from_row(row)
@@ -103,9 +121,41 @@ def run_ray_batch(settings: RestoreSettings, items: list[BatchItem], options: Ra
                 summary.interrupted = True
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 result.error = RayUnavailableError(
-                    f"the Ray job stopped after {len(records)} of {len(items)} files: {first}",
+                    f"the Ray job stopped after {len(records)} of {total} files: {first}",
                     hint="the outputs written so far are kept; run the same command again to resume")
     summary.records = [records[i] for i in sorted(records)]
     summary.seconds = time.perf_counter() - started
     result.settings = restorer.describe()
+    if decision is not None:  # what the workers ran, not what this process would resolve
+        result.settings["device"] = decision.device
     return result
+
+
+def plan_storage(src: str, dst: str, *, suffix: str = "") -> StoragePlan:
+    """The plan of a batch whose input or output folder is a URL (s3://, gs://, ...)."""
+    source, target = open_folder(src), open_folder(dst)
+    return StoragePlan(src=source, dst=target, items=plan_folders(source, target, suffix=suffix))
+
+
+def _skips_and_rows(restorer: FileRestorer, items: "list[BatchItem] | StoragePlan",
+                    rows: list[dict[str, Any]]) -> Iterator[tuple[int, FileRecord]]:
+    """The plan's finished outputs as skipped records; the rest appended to ``rows`` for the workers."""
+    hint = "output exists (use --overwrite to redo it)"
+    if isinstance(items, StoragePlan):
+        src, dst = items.src, items.dst
+        existing = set() if restorer.settings.overwrite else existing_outputs(dst)
+        for index, item in enumerate(items.items):
+            if (found := finished_output(item.output, existing)) is not None:
+                yield index, FileRecord(input=src.show(item.relative), output=dst.show(found), status="skipped",
+                                        hint=hint)
+            else:
+                faces_key = posixpath.join(posixpath.dirname(item.relative), posixpath.basename(item.output))
+                rows.append({INDEX: index, SRC: item.relative, OUTPUT: item.output, EXACT: False,
+                             FACES_KEY: faces_key})
+        return
+    for index, item in enumerate(items):
+        if (found_path := restorer.kept_output(item.output)) is not None:
+            yield index, FileRecord(input=str(item.src), output=str(found_path), status="skipped", hint=hint)
+        else:
+            rows.append({INDEX: index, SRC: str(item.src), OUTPUT: str(item.output.path), EXACT: item.output.exact,
+                         FACES_KEY: (item.relative.parent / item.output.path.name).as_posix()})

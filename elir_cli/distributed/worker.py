@@ -13,13 +13,17 @@ Per-file failures are rows: nothing a file does stops the worker.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from elir_cli.pipeline.files import FileRecord, FileRestorer, OutputName, RestoreSettings
+
+if TYPE_CHECKING:
+    from .storage import Folder
 
 # Columns of the rows that go to the workers and of the rows that come back.
 INDEX, SRC, OUTPUT, EXACT, FACES_KEY = "index", "src", "output", "exact", "faces_key"
@@ -31,13 +35,17 @@ class ModelWorker:
     """Restores files with one model loaded per Ray actor."""
 
     def __init__(self, settings: RestoreSettings, weights_files: Mapping[str, str], *, torch_threads: int,
-                 cwd: str | None = None, registry: str | None = None) -> None:
+                 cwd: str | None = None, registry: str | None = None,
+                 storage: "tuple[Folder, Folder] | None" = None) -> None:
         """``weights_files``: source -> local file, as the driver's ``fetch_weights`` returned them.
 
         ``cwd``: the driver's working folder; relative paths in the rows and settings
         are relative to it (where this node has it: on one machine or a shared mount).
-        ``registry``: the name of an actor with a ``register(handle)`` method that
-        learns each worker once its model is loaded (for monitoring and tests).
+        ``registry``: the name of an actor with a ``register(handle, ready_at)`` method
+        that learns each worker and when (``time.time()``) its model was loaded (for
+        monitoring, tests and the benchmark).
+        ``storage``: the input and output folders when the batch is on URL folders;
+        the rows' paths are then relative to them.
         """
         import os
 
@@ -57,17 +65,25 @@ class ModelWorker:
         # fetches the task's weights here, into this node's cache.
         self.restorer = FileRestorer(settings, weights_files=files)
         self.restorer.prepare()
+        self.storage = storage
+        if storage is not None:
+            from .storage import finalize_at_exit
+
+            finalize_at_exit()
         if registry is not None:
             import ray
 
-            ray.get_actor(registry).register.remote(ray.get_runtime_context().current_actor)
+            ray.get_actor(registry).register.remote(ray.get_runtime_context().current_actor, time.time())
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         indices, records = [], []
         for index, src, output, exact, faces_key in zip(batch[INDEX], batch[SRC], batch[OUTPUT], batch[EXACT],
                                                         batch[FACES_KEY]):
-            record = self.restore_one(Path(str(src)), OutputName(Path(str(output)), exact=bool(exact)),
-                                      faces_key=str(faces_key))
+            if self.storage is not None:
+                record = self.restore_stored(str(src), str(output), faces_key=str(faces_key))
+            else:
+                record = self.restore_one(Path(str(src)), OutputName(Path(str(output)), exact=bool(exact)),
+                                          faces_key=str(faces_key))
             indices.append(int(index))
             records.append(json.dumps(record.to_json()))
         return {INDEX: np.asarray(indices, dtype=np.int64), RECORD: np.asarray(records, dtype=object)}
@@ -80,15 +96,48 @@ class ModelWorker:
         try:
             record, _ = self.restorer.restore_file(src, output, faces_key=faces_key)
         except Exception as exc:  # noqa: BLE001  one file never stops a worker; it is recorded as failed
-            last = traceback.extract_tb(exc.__traceback__)[-1:]
-            where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            record = FileRecord(input=str(src), status="failed",
-                                error=f"{src}: {type(exc).__name__}: {first}{where}",
-                                hint="rerun with --debug on the local engine for the traceback and report it")
+            record = _failed(str(src), exc)
         return record
+
+    def restore_stored(self, relative: str, output: str, *, faces_key: str) -> FileRecord:
+        """:meth:`restore_one` for URL folders: read the input's bytes, store the output's (see storage)."""
+        from elir_cli.errors import ElirError
+
+        from .storage import StorageError, finished_output_on, read_bytes, write_new
+
+        assert self.storage is not None
+        src, dst = self.storage
+        shown = src.show(relative)
+        overwrite = self.restorer.settings.overwrite
+        try:
+            if not overwrite and (existing := finished_output_on(dst, output)) is not None:
+                return FileRecord(input=shown, output=dst.show(existing), status="skipped", hint=APPEARED_HINT)
+            try:
+                data = read_bytes(src, relative)
+            except OSError as exc:
+                raise StorageError(f"{shown}: cannot read: {_first_line(exc)}") from exc
+            record, _ = self.restorer.restore_file(
+                None, None, data=data, display_name=shown, faces_key=faces_key,
+                put=lambda suffix, payload: write_new(dst, output + suffix, payload, overwrite=overwrite))
+        except ElirError as exc:
+            record = FileRecord(input=shown, status="failed", error=exc.message, hint=exc.hint)
+        except Exception as exc:  # noqa: BLE001  as in restore_one
+            record = _failed(shown, exc)
+        return record
+
+
+def _failed(shown: str, exc: BaseException) -> FileRecord:
+    last = traceback.extract_tb(exc.__traceback__)[-1:]
+    where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
+    first = _first_line(exc)
+    return FileRecord(input=shown, status="failed", error=f"{shown}: {type(exc).__name__}: {first}{where}",
+                      hint="rerun with --debug on the local engine for the traceback and report it")
 
 
 def record_from_row(row: Mapping[str, Any]) -> tuple[int, FileRecord]:
     """A status row back from a worker as (plan index, record)."""
     return int(row[INDEX]), FileRecord(**json.loads(str(row[RECORD])))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

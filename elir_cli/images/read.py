@@ -20,7 +20,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -196,6 +196,24 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
         with _pillow_open(target) as im:
             return im.format in _WEAK_MAGIC_FORMATS
     except (UnidentifiedImageError, *_DECODE_ERRORS):  # "BM..." text file and the like
+        return False
+
+
+def is_image_data(head: bytes, read_all: Callable[[], bytes]) -> bool:
+    """:func:`is_image_file` for a file that is not on the local file system (object storage).
+
+    ``head``: the file's first :data:`HEADER_BYTES` bytes; ``read_all`` gives
+    the whole file, read only when the header's magic is too weak to decide.
+    """
+    kind = sniff_format(head[:HEADER_BYTES])
+    if kind is None:
+        return False
+    if kind not in _WEAK_MAGIC_FORMATS:
+        return True
+    try:
+        with _pillow_open(io.BytesIO(read_all())) as im:
+            return im.format in _WEAK_MAGIC_FORMATS
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
         return False
 
 

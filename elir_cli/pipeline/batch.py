@@ -12,8 +12,8 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterator, Sequence
 
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import UsageError
@@ -83,24 +83,35 @@ def plan_batch(root: Path, out: Path, *, suffix: str = "",
         raise UsageError(f"{out} is a file, not a folder", hint="give a folder with -o")
     exclude = out_r if out_r.is_relative_to(root_r) else None
     found = [p for p in _walk(root, exclude) if include(p)]
-    counts: dict[Path, int] = {}
-    for path in found:
-        key = path.relative_to(root).with_name(path.stem.lower())
+    names = output_names([path.relative_to(root) for path in found], suffix=suffix)
+    return [BatchItem(src=path, relative=path.relative_to(root), output=OutputName(out / name))
+            for path, name in zip(found, names)]
+
+
+def output_names(relatives: Sequence[PurePath], *, suffix: str = "") -> list[PurePath]:
+    """Each input's output name (relative, without the format's suffix), unique within its folder.
+
+    ``relatives`` are the inputs' paths relative to the batch's folder, in plan
+    order. Shared by :func:`plan_batch` and planners of trees that are not on
+    the local file system (a distributed batch on object storage).
+    """
+    counts: dict[PurePath, int] = {}
+    for rel in relatives:
+        key = rel.with_name(rel.stem.lower())
         counts[key] = counts.get(key, 0) + 1
-    taken: set[Path] = set()
-    items = []
-    for path in found:
-        rel = path.relative_to(root)
-        stem = path.stem
+    taken: set[PurePath] = set()
+    names = []
+    for rel in relatives:
+        stem = rel.stem
         if counts[rel.with_name(stem.lower())] > 1:  # a.jpg and a.png: both keep their extension
-            stem = f"{path.stem}_{path.suffix.lstrip('.')}"
+            stem = f"{rel.stem}_{rel.suffix.lstrip('.')}"
         candidate, n = stem, 1
         while (rel.parent / (candidate + suffix).lower()) in taken:  # still taken: number it
             n += 1
             candidate = f"{stem}_{n}"
         taken.add(rel.parent / (candidate + suffix).lower())
-        items.append(BatchItem(src=path, relative=rel, output=OutputName(out / rel.parent / (candidate + suffix))))
-    return items
+        names.append(rel.parent / (candidate + suffix))
+    return names
 
 
 def run_batch(restorer: FileRestorer, items: list[BatchItem], *,

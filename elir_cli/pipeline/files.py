@@ -10,6 +10,7 @@ the same bytes as an uninterrupted one).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -338,10 +339,13 @@ class FileRestorer:
         )
 
     def restore_file(self, src: Path | None, dst: "OutputName | None", *, data: bytes | None = None,
-                     display_name: str | None = None, faces_key: str | None = None
-                     ) -> tuple[FileRecord, bytes | None]:
+                     display_name: str | None = None, faces_key: str | None = None,
+                     put: Callable[[str, bytes], str] | None = None) -> tuple[FileRecord, bytes | None]:
         """Restore ``src`` (or ``data``) into ``dst`` (or return the bytes when ``dst`` is None).
 
+        ``put``, with ``dst`` None: the output goes to storage that is not a local
+        folder; it is encoded as for a file (format, suffix, notes on losses) and
+        ``put(suffix, bytes)`` stores it and returns where (the record's output).
         Never raises an :class:`ElirError`: it is recorded as a failure.
         """
         from elir_cli.images.read import DEFAULT_MAX_PIXELS, make_output, read_image
@@ -354,8 +358,11 @@ class FileRestorer:
             if (existing := self.kept_output(dst)) is not None:
                 raise OutputExistsError(f"output {existing} already exists",
                                         hint="pass --overwrite to replace it, or choose another name")
-            image = read_image(data if data is not None else src,  # type: ignore[arg-type]
-                               max_pixels=s.max_pixels or DEFAULT_MAX_PIXELS)
+            source: Any = src
+            if data is not None:  # errors name the data as the caller does (a URL, <stdin>)
+                source = io.BytesIO(data)
+                source.name = display_name or "image data"
+            image = read_image(source, max_pixels=s.max_pixels or DEFAULT_MAX_PIXELS)
             record.warnings.extend(image.warnings)
             faces_dir = None
             if s.save_faces:
@@ -368,7 +375,11 @@ class FileRestorer:
             record.face_boxes = [[round(float(v), 1) for v in f.box] for f in result.faces]
             record.size = list(output.size)
             payload = None
-            if dst is None:
+            if dst is None and put is not None:
+                fmt = choose_format(output, s.ext)
+                record.warnings.extend(format_losses(output, fmt))
+                record.output = put(output_suffix(fmt), encode_image(output, fmt, quality=s.quality))
+            elif dst is None:
                 payload = encode_image(output, s.ext, quality=s.quality)
             else:
                 target = dst.path if dst.exact else dst.path.with_name(
