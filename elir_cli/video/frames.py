@@ -12,19 +12,29 @@ compares with) every frame is restored exactly as a photo would be.
 
 Whole-image tasks (bsr, ``--whole-image``) and ``--aligned`` restore every
 frame with the same seeded noise.
+
+Torch threads: only the model runs on torch's thread count; everything else
+of a frame (detection, alignment, paste, conversions) runs on one thread.
+Those are many small operations, and with OpenMP each one ends at a barrier
+where the other thread spin-waits: when the decoder, the encoder or another
+process holds a core, every barrier waits for a scheduler time slice.
+Measured on the 2-core machine under load: a 720p detection took 10 s on two
+threads and 0.2 s on one (see README "Video", speed).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from elir_cli.faces.detection import DEFAULT_THRESHOLD
 from elir_cli.registry.tasks import get_task
 
+from .detect import DETECT_EVERY, VideoDetector
 from .tracking import FaceTracker
 
 if TYPE_CHECKING:
@@ -35,6 +45,23 @@ if TYPE_CHECKING:
 Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
 DEFAULT_VIDEO_SEED = 0  # video is always seeded, so a resumed run gives the frames of an uninterrupted one
 TRACK_SEED_STRIDE = 1_000_003
+OUTSIDE_MODEL_THREADS = 1
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block on ``count`` torch threads, then go back to the number before."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def track_seed(seed: int, track_id: int) -> int:
@@ -50,9 +77,11 @@ class Timings:
     track: float = 0.0
     model: float = 0.0
     restore: float = 0.0  # the whole restore stage: detect + track + model + align/paste/convert
+    full_detections: int = 0
+    crop_detections: int = 0
 
     def to_json(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in self.__dict__.items()}
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -66,7 +95,7 @@ class FrameRestorer:
     """Restores frame after frame with one loaded model (held by a FileRestorer)."""
 
     def __init__(self, files: "FileRestorer", *, tracking: bool = True, restorer: Restorer | None = None,
-                 tracker: FaceTracker | None = None) -> None:
+                 tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
         self.files = files
         self.settings = files.settings
         self.spec = get_task(self.settings.task)
@@ -76,8 +105,19 @@ class FrameRestorer:
         self.tracker = tracker or FaceTracker()
         self.timings = Timings()
         self.detects = self.spec.kind == "face" and not self.settings.aligned
+        self.detect_every = detect_every
+        self._video_detector: VideoDetector | None = None
+        self._model_threads: int | None = None  # torch's count when the first frame came
 
     def restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
+        import torch
+
+        if self._model_threads is None:
+            self._model_threads = torch.get_num_threads()
+        with torch_threads(OUTSIDE_MODEL_THREADS):
+            return self._restore(rgb8, time_s=time_s, frame=frame, default_dt=default_dt)
+
+    def _restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
         from elir_cli.images.read import to_uint8
         from elir_cli.pipeline.photo import restore_array
 
@@ -90,7 +130,7 @@ class FrameRestorer:
                                       seed=self.seed)
         track_ids: list[int] = []
         if self.detects and self.tracking:
-            faces, track_ids = self._tracked_faces(rgb, time_s, frame, default_dt)
+            faces, track_ids = self._tracked_faces(rgb8, time_s, frame, default_dt)
             restorer = self._timed(self.plug_in or self._track_restorer(track_ids))
             result = restore_array(rgb, restorer=restorer, faces=faces, **common)
         else:
@@ -107,20 +147,31 @@ class FrameRestorer:
         self.timings.restore += time.perf_counter() - started
         return FrameResult(rgb=out, faces=len(result.faces), tracks=track_ids)
 
-    def _tracked_faces(self, rgb: np.ndarray, time_s: float, frame: int, default_dt: float):  # type: ignore[no-untyped-def]
-        from elir_cli.faces.detection import select_faces
+    def _tracked_faces(self, rgb8: np.ndarray, time_s: float, frame: int, default_dt: float):  # type: ignore[no-untyped-def]
+        """Faces from the whole frame or from crops around the tracks (:mod:`.detect`), then tracked."""
+        from elir_cli.faces.detection import Face, select_faces
 
         s = self.settings
+        height, width = rgb8.shape[:2]
+
+        def choose(found: list[Face]) -> list[Face]:
+            return select_faces(found, image_size=(width, height), min_face_size=s.min_face_size,
+                                only_center_face=s.only_center_face, max_faces=s.max_faces,
+                                face_indices=s.face_indices)
+
+        if self._video_detector is None:
+            self._video_detector = VideoDetector(self.files.detector, threshold=s.det_threshold or DEFAULT_THRESHOLD,
+                                                 every=self.detect_every)
         t0 = time.perf_counter()
-        found = self.files.detector.detect(rgb, threshold=s.det_threshold or DEFAULT_THRESHOLD)
-        height, width = rgb.shape[:2]
-        chosen = select_faces(found, image_size=(width, height), min_face_size=s.min_face_size,
-                              only_center_face=s.only_center_face, max_faces=s.max_faces,
-                              face_indices=s.face_indices)
+        cut, thumb = self.tracker.cut_ahead(rgb8)
         t1 = time.perf_counter()
-        tracked = self.tracker.update(chosen, rgb, time_s, frame, default_dt)
-        self.timings.detect += t1 - t0
-        self.timings.track += time.perf_counter() - t1
+        chosen = self._video_detector.detect(rgb8, frame, self.tracker.tracks, cut=cut, choose=choose)
+        t2 = time.perf_counter()
+        tracked = self.tracker.update(chosen, rgb8, time_s, frame, default_dt, thumb=thumb)
+        self.timings.detect += t2 - t1
+        self.timings.track += (t1 - t0) + (time.perf_counter() - t2)
+        self.timings.full_detections = self._video_detector.full_detections
+        self.timings.crop_detections = self._video_detector.crop_detections
         return [t.face for t in tracked], [t.track_id for t in tracked]
 
     def _frame_restorer(self) -> Restorer:
@@ -159,7 +210,8 @@ class FrameRestorer:
         def run(x: "torch.Tensor") -> "torch.Tensor":
             t0 = time.perf_counter()
             try:
-                return restorer(x)
+                with torch_threads(self._model_threads or OUTSIDE_MODEL_THREADS):
+                    return restorer(x)
             finally:
                 self.timings.model += time.perf_counter() - t0
 

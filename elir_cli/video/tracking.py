@@ -115,9 +115,15 @@ class FaceTracker:
         self.finished: list[dict[str, int]] = []  # summaries of ended tracks, for the record
         self.cuts = 0
 
-    def update(self, faces: Sequence[Face], rgb: np.ndarray, time: float, frame: int,
-               default_dt: float) -> list[TrackedFace]:
+    def cut_ahead(self, rgb: np.ndarray) -> tuple[bool, np.ndarray]:
+        """Whether ``rgb`` starts a new scene, and its thumbnail (for :meth:`update`)."""
         thumb = thumbnail(rgb)
+        return is_cut(self.last_thumb, thumb), thumb
+
+    def update(self, faces: Sequence[Face], rgb: np.ndarray, time: float, frame: int,
+               default_dt: float, *, thumb: np.ndarray | None = None) -> list[TrackedFace]:
+        """Match this frame's faces to the tracks; ``thumb``: :meth:`cut_ahead`'s, to not make it twice."""
+        thumb = thumbnail(rgb) if thumb is None else thumb
         if is_cut(self.last_thumb, thumb):
             self.cuts += 1
             self._end(self.tracks)
