@@ -10,10 +10,15 @@ Parts (each can be skipped with its option set to 0):
   The model is loaded before the clock starts. Reports fps and the share of
   the stages' wall time not spent in the model, with its parts: detection
   (full frames and crops), tracking, the rest of the restore stage
-  (alignment, paste, conversions), the restore stage waiting for frames, and
-  the CPU seconds of the decode and encode threads (they run beside the
+  (alignment, paste, conversions), the wait for the first decoded frame, the
+  encoder's flush after the last frame (x264 holds its lookahead's frames
+  until then: paid once per video, so a share that shrinks with its length),
+  other queue waits, and the CPU seconds of the decode and encode threads (they run beside the
   model, so their time shows up inside the model's wall time on a busy
-  machine: the "bound" share adds them, an upper bound).
+  machine: the "bound" share adds them, an upper bound). Then the same
+  per-frame work and one model call on one torch thread each, interleaved
+  (:func:`equal_threads`): a view of the share that the machine's load
+  does not flatter.
 - ``--memory-seconds`` (default 1 and 10; 0 or none skips): 1920x1080 clips
   of those lengths at 5 fps, each restored in a fresh process (real detection
   and tracking, a cheap stand-in restorer so that the 10 s clip stays quick);
@@ -94,19 +99,60 @@ def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
         "detection": t["detect"],
         "tracking": t["track"],
         "align_paste_convert": t["restore"] - t["model"] - t["detect"] - t["track"],
-        "waiting_for_frames": wall - t["restore"],
+        "first_frame_wait": t["first_frame_wait"],
+        "encoder_flush_at_end": t["encode_tail"],
+        "queue_waits": wall - t["restore"] - t["first_frame_wait"] - t["encode_tail"],
     }
     outside = 1.0 - t["model"] / wall
+    once = t["first_frame_wait"] + t["encode_tail"]  # paid once per video, not per frame
+    steady = 1.0 - t["model"] / (wall - once)
     bound = (wall - t["model"] + t["decode_cpu"] + t["encode_cpu"]) / wall
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"frames": record.frames, "fps": record.fps, "timings": t, "share_outside_model": round(outside, 4),
+    equal = equal_threads(src, files)
+    return {"equal_threads": equal, "frames": record.frames, "fps": record.fps, "timings": t, "share_outside_model": round(outside, 4),
             "share_parts": {k: round(v / wall, 4) for k, v in parts.items()},
             "decode_cpu_share": round(t["decode_cpu"] / wall, 4), "encode_cpu_share": round(t["encode_cpu"] / wall, 4),
-            "share_outside_model_bound": round(bound, 4),
+            "share_outside_model_bound": round(bound, 4), "share_outside_model_per_frame": round(steady, 4),
             "model_seconds_per_frame": round(t["model"] / max(1, record.frames), 3),
             "load_seconds": round(load, 1), "load_notes": notes, "peak_rss_mb_this_process": round(peak, 1),
             "faces_per_frame": record.faces_per_frame, "precision": files.model.precision,
             "precision_asked": precision, "model": "bfr full-size, random weights"}
+
+
+def equal_threads(src: Path, files, rounds: int = 3) -> dict:  # type: ignore[no-untyped-def]
+    """Per-frame work outside the model vs one model call, both on one torch thread, interleaved.
+
+    A load-independent view of the share: on a busy machine the model's two
+    OpenMP threads lose more to other processes than one-thread code does,
+    which flatters the share measured in the run. Idle, two threads make the
+    model ~1.8x faster, so the idle share is about outside / (outside + model / 1.8).
+    """
+    import torch
+
+    from elir_cli.video.flicker import video_frames
+    from elir_cli.video.frames import FrameRestorer, torch_threads
+
+    frames = list(video_frames(src))
+    restorer = FrameRestorer(files, restorer=lambda x: x)
+    model = files.model
+    param = next(model.parameters())
+    crop = torch.rand(1, 3, 512, 512).to(param.dtype).contiguous(memory_format=torch.channels_last)
+    outside, inside = [], []
+    with torch_threads(1):
+        restorer.restore(frames[0], time_s=0.0, frame=0, default_dt=0.2)
+        for k in range(rounds):
+            t0 = time.perf_counter()
+            for i in range(1, len(frames)):
+                restorer.restore(frames[i], time_s=(k * len(frames) + i) * 0.2, frame=k * len(frames) + i,
+                                 default_dt=0.2)
+            outside.append((time.perf_counter() - t0) / (len(frames) - 1))
+            t0 = time.perf_counter()
+            model.restore(crop.float(), generator=torch.Generator().manual_seed(0))
+            inside.append(time.perf_counter() - t0)
+    o, m = sorted(outside)[len(outside) // 2], sorted(inside)[len(inside) // 2]
+    return {"outside_per_frame_s": round(o, 4), "model_per_face_s": round(m, 3), "share": round(o / (o + m), 4),
+            "share_idle_estimate": round(o / (o + m / 1.8), 4),
+            "full_detections": restorer.timings.full_detections, "crop_detections": restorer.timings.crop_detections}
 
 
 def memory(folder: Path, seconds_list: list[float]) -> dict:
@@ -181,11 +227,18 @@ def main() -> None:
                   f"{s['fps']} fps over {s['frames']} frames ({s['model_seconds_per_frame']} s of model a frame); "
                   f"time outside the model {100 * s['share_outside_model']:.1f} % "
                   f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %): {parts}; "
+                  f"without the once-per-video first frame and final flush {100 * s['share_outside_model_per_frame']:.1f} %; "
                   f"beside the model: decode {100 * s['decode_cpu_share']:.1f} %, "
                   f"encode {100 * s['encode_cpu_share']:.1f} % of the wall in CPU time "
                   f"(upper bound with them: {100 * s['share_outside_model_bound']:.1f} %); "
                   f"peak RSS {s['peak_rss_mb_this_process']} MB; model load {s['load_seconds']} s "
                   f"[{time.perf_counter() - t0:.0f} s]")
+            e = s["equal_threads"]
+            print(f"  same work on one torch thread each, interleaved: {e['outside_per_frame_s']} s outside the model "
+                  f"a frame (detection, tracking, paste; full detections {e['full_detections']}, crops "
+                  f"{e['crop_detections']}) vs {e['model_per_face_s']} s a face in the model: "
+                  f"{100 * e['share']:.1f} %; idle estimate with the model on two threads "
+                  f"{100 * e['share_idle_estimate']:.1f} %")
             print(f"  timings {s['timings']}")
         if not memory_seconds:
             print("memory part skipped (--memory-seconds 0)")

@@ -109,3 +109,25 @@ def test_only_the_model_runs_on_torchs_threads(tmp_path: Path, monkeypatch: pyte
     restore_video(src, tmp_path / "out.mp4", settings=SETTINGS, restorer=spy_model)
     assert seen == {"detect": {1}, "model": {2}}
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("where", ["inside", "at the edge"])
+def test_restoring_the_faces_region_gives_the_whole_frames_result(photo: np.ndarray, where: str) -> None:
+    """Only the part of the frame the face crops read is converted and restored; same pixels out."""
+    from elir_cli.pipeline.files import FileRestorer
+    from elir_cli.video.frames import FrameRestorer
+
+    if where == "inside":
+        frame = np.ascontiguousarray(np.pad(photo, ((150, 170), (260, 240), (0, 0)), mode="edge"))
+    else:  # the face's crop reaches past the left and top edges (reflected there)
+        frame = np.ascontiguousarray(np.pad(photo[60:, 90:], ((0, 200), (0, 300), (0, 0)), mode="edge"))
+    outputs = {}
+    for regions in (True, False):
+        restorer = FrameRestorer(FileRestorer(SETTINGS), restorer=pattern_restorer())
+        restorer.restore_regions = regions
+        outputs[regions] = restorer.restore(frame, time_s=0.0, frame=0, default_dt=0.1)
+    region, whole = outputs[True], outputs[False]
+    assert region.faces == whole.faces == 1
+    difference = np.abs(region.rgb.astype(int) - whole.rgb.astype(int))
+    assert difference.max() <= 1 and difference.mean() < 1e-3, (difference.max(), difference.mean())
+    assert (whole.rgb != frame).any(axis=2).mean() > 0.01  # the face was restored (its crop changed)

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from elir_cli.faces.detection import FaceDetector
 
 DETECT_EVERY = 12  # frames between full detections
-CROP_MARGIN = 0.5  # the crop extends the box by this share of its long side on every side
-CROP_FACE_SIDE = 192  # px: a face is detected at most this large in its crop (smaller ones at full size)
+CROP_MARGIN = 0.4  # the crop extends the box by this share of its long side on every side
+CROP_FACE_SIDE = 160  # px: a face is detected at most this large in its crop (smaller ones at full size)
 
 
 def crop_window(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:

@@ -170,6 +170,9 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
         manifest = Manifest(key=key, segment_frames=segment_frames)
     record.resumed_at_frame = manifest.frames_done
 
+    from elir_cli.model.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # frame-sized arrays every frame: keep freed memory (also with a plug-in restorer)
     t0 = time.perf_counter()
     if restorer is None:
         files.prepare()  # load before the stages start: a missing download fails before any frame
@@ -197,7 +200,8 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     record.fps = round(done_now / run.wall, 3) if run.wall > 0 and done_now else None
     record.timings = {**run.frames.timings.to_json(), "decode": round(run.decode_seconds, 3),
                       "encode": round(run.encode_seconds, 3), "decode_cpu": round(run.decode_cpu, 3),
-                      "encode_cpu": round(run.encode_cpu, 3), "load": round(load_seconds, 3),
+                      "encode_cpu": round(run.encode_cpu, 3), "first_frame_wait": round(run.first_wait, 3),
+                      "encode_tail": round(run.tail, 3), "load": round(load_seconds, 3),
                       "join": round(join_seconds, 3),
                       "stages_wall": round(run.wall, 3), "total": record.seconds}
     return record
@@ -247,6 +251,9 @@ class _Run:
         self.decode_cpu = 0.0  # CPU seconds of the decoder thread (taken from the cores the model uses)
         self.encode_cpu = 0.0  # the same for the encoder thread, with x264's own threads
         self.wall = 0.0
+        self.restore_ended = 0.0
+        self.first_wait = 0.0  # the restore stage waiting for the first decoded frame
+        self.tail = 0.0  # after the last frame was restored: the encoder flushing its last frames
 
     def go(self) -> None:
         start = self.manifest.frames_done
@@ -270,7 +277,10 @@ class _Run:
                     thread.join(POLL_SECONDS)
                     if self.errors:
                         self.stop.set()
-            self.wall = time.perf_counter() - began
+            ended = time.perf_counter()
+            self.wall = ended - began
+            if self.restore_ended:
+                self.tail = ended - self.restore_ended
         if self.errors:
             raise self.errors[0]
 
@@ -341,8 +351,11 @@ class _Run:
         expected = self.info.frames_estimate
         while True:
             item = self._get(self.inbox)
+            if done == 0:
+                self.first_wait = time.perf_counter() - began
             if isinstance(item, _End):
                 self._put(self.outbox, _End(tracker.state()))
+                self.restore_ended = time.perf_counter()
                 return
             index, pts, seconds, rgb = item
             result = self.frames.restore(rgb, time_s=seconds, frame=index, default_dt=default_dt)
