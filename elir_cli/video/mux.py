@@ -38,9 +38,9 @@ BT709 = 1
 SWSCALE_LOCK = threading.Lock()
 # The encoder runs on the encode stage's own thread, no threads of its own:
 # (1) libx264's output depends on its thread count, so a count that changed
-# with the machine's cores would give other bytes for the same frames (with
-# it pinned, the same frames give the same bitstream, so a resumed lossy run
-# is byte-identical to an uninterrupted one); (2) the model keeps the cores:
+# with the machine's cores would give other bytes for the same frames (lossy
+# x264 bytes still vary from run to run here, also outside the pipeline; see
+# README "Video"); (2) the model keeps the cores:
 # extra encoder threads preempt torch's OpenMP team and stall its barriers;
 # (3) the encode stage's CPU time is then measurable (``time.thread_time``).
 # 720p x264 medium takes ~0.07 s of CPU a frame here, far below the model.
