@@ -1,8 +1,8 @@
 """Face detection for video: the whole frame now and then, small crops around the tracks in between.
 
 A full 720p RetinaFace pass costs about a quarter of a bf16 bfr face on
-two cores, so detecting every frame in full kept a third of a video's time
-outside the model. Between full detections each live track is detected
+two cores (0.2 s on one thread), so detecting every frame in full kept a
+fifth or more of a video's time outside the model. Between full detections each live track is detected
 again in a crop around its last box (the box widened by :data:`CROP_MARGIN`
 on every side), scaled so the face is at most :data:`CROP_FACE_SIDE` pixels:
 a few percent of a full frame's pixels. Every face restored on a frame still

@@ -249,7 +249,7 @@ class _Run:
         self.decode_seconds = 0.0
         self.encode_seconds = 0.0
         self.decode_cpu = 0.0  # CPU seconds of the decoder thread (taken from the cores the model uses)
-        self.encode_cpu = 0.0  # the same for the encoder thread, with x264's own threads
+        self.encode_cpu = 0.0  # the same for the encoder thread (x264 runs in it: mux.ENCODE_THREADS)
         self.wall = 0.0
         self.restore_ended = 0.0
         self.first_wait = 0.0  # the restore stage waiting for the first decoded frame
