@@ -2,23 +2,38 @@
 
 Parts (each can be skipped with its option set to 0):
 
-- ``--frames`` (default 6): a 1280x720 pan/zoom clip over a real portrait (one
+- ``--frames`` (default 8): a 1280x720 pan/zoom clip over a real portrait (one
   face), restored with bfr by a full-size ELIR with random weights (the
   task's real configuration; random weights cost the same time as trained
-  ones), ``--device auto``, ``--precision`` (default fp32). Reports fps and the
-  share of the stages' wall time not spent in the model (decode, detection,
-  tracking, alignment, paste, encode; decode and encode run in their own
-  threads, so they only count where they hold up the restore stage).
-- ``--memory-seconds`` (default 1 and 10): 1920x1080 clips of 1 s and 10 s at
-  5 fps, each restored in a fresh process (real detection and tracking, a
-  cheap stand-in restorer so that the 10 s clip stays quick); peak RSS of each.
-- ``--flicker``: a 320x240 clip with sensor noise, restored by a tiny random
-  ELIR (real noise path) per frame without tracking and with tracking; the
-  flicker measure (:mod:`elir_cli.video.flicker`) of the input, untracked and
-  tracked outputs, over the input's face boxes.
+  ones), ``--device auto``, ``--precision`` (default auto: bf16 on CPUs with
+  AMX/AVX512-BF16 once calibration passes; the precision used is printed).
+  The model is loaded before the clock starts. Reports fps and the share of
+  the stages' wall time not spent in the model, with its parts: detection
+  (full frames and crops), tracking, the rest of the restore stage
+  (alignment, paste, conversions), the wait for the first decoded frame, the
+  encoder's flush after the last frame (x264 holds its lookahead's frames
+  until then: paid once per video, so a share that shrinks with its length),
+  other queue waits, and the CPU seconds of the decode and encode threads (they run beside the
+  model, so their time shows up inside the model's wall time on a busy
+  machine: the "bound" share adds them, an upper bound). Then the same
+  per-frame work and one model call on one torch thread each, interleaved
+  (:func:`equal_threads`): a view of the share that the machine's load
+  does not flatter.
+- ``--memory-seconds`` (default 1 and 10; 0 or none skips): 1920x1080 clips
+  of those lengths at 5 fps, each restored in a fresh process (real detection
+  and tracking, a cheap stand-in restorer so that the 10 s clip stays quick);
+  peak RSS of each.
+- ``--flicker`` (``--no-flicker`` skips; ~5 min on a loaded machine): a
+  320x240 clip with sensor noise, restored by a tiny random ELIR (real noise
+  path) per frame without tracking and with tracking; the flicker measure
+  (:mod:`elir_cli.video.flicker`) of the input, untracked and tracked
+  outputs, over the input's face boxes.
 
-    python benchmarks/bench_video.py --out benchmarks/results/video.json
+Quick configuration (720p, 8 frames, auto precision; ~1-3 min idle):
 
+    python benchmarks/bench_video.py --frames 8 --memory-seconds 0 --no-flicker
+
+Everything: ``python benchmarks/bench_video.py --out benchmarks/results/video.json``.
 Needs PyAV and an ffmpeg executable (imageio-ffmpeg) to make the clips.
 """
 
@@ -55,13 +70,15 @@ def clip(path: Path, size: tuple[int, int], seconds: float, fps: int, *, noise: 
 
 
 def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
-    from elir_cli.model.checkpoint import save_safetensors
-    from elir_cli.model.elir import ElirModel
-    from elir_cli.pipeline.files import RestoreSettings
-    from elir_cli.registry.tasks import get_task
-    from elir_cli.video.stream import VideoOptions, restore_video
+    import resource
 
     import torch
+
+    from elir_cli.model.checkpoint import save_safetensors
+    from elir_cli.model.elir import ElirModel
+    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.registry.tasks import get_task
+    from elir_cli.video.stream import VideoOptions, restore_video
 
     torch.manual_seed(0)
     spec = get_task("bfr")
@@ -70,15 +87,72 @@ def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
     fps = 5
     src = clip(folder / "720p.mp4", (1280, 720), frames / fps, fps)
     settings = RestoreSettings(task="bfr", weights=str(weights), seed=0, precision=precision, device=device)
-    record = restore_video(src, folder / "720p_out.mp4", settings=settings, options=VideoOptions())
+    notes: list[str] = []
+    files = FileRestorer(settings, log=notes.append)
+    t0 = time.perf_counter()
+    files.prepare()  # model (and calibration, the first time), detector: start-up, not per-frame work
+    load = time.perf_counter() - t0
+    record = restore_video(src, folder / "720p_out.mp4", settings=settings, options=VideoOptions(), files=files)
     t = record.timings
-    outside = 1.0 - t["model"] / t["stages_wall"]
-    import resource
-
+    wall = t["stages_wall"]
+    parts = {
+        "detection": t["detect"],
+        "tracking": t["track"],
+        "align_paste_convert": t["restore"] - t["model"] - t["detect"] - t["track"],
+        "first_frame_wait": t["first_frame_wait"],
+        "encoder_flush_at_end": t["encode_tail"],
+        "queue_waits": wall - t["restore"] - t["first_frame_wait"] - t["encode_tail"],
+    }
+    outside = 1.0 - t["model"] / wall
+    once = t["first_frame_wait"] + t["encode_tail"]  # paid once per video, not per frame
+    steady = 1.0 - t["model"] / (wall - once)
+    bound = (wall - t["model"] + t["decode_cpu"] + t["encode_cpu"]) / wall
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"frames": record.frames, "fps": record.fps, "timings": t, "share_outside_model": round(outside, 4),
-            "peak_rss_mb_this_process": round(peak, 1),
-            "faces_per_frame": record.faces_per_frame, "precision": precision, "model": "bfr full-size, random weights"}
+    equal = equal_threads(src, files)
+    return {"equal_threads": equal, "frames": record.frames, "fps": record.fps, "timings": t, "share_outside_model": round(outside, 4),
+            "share_parts": {k: round(v / wall, 4) for k, v in parts.items()},
+            "decode_cpu_share": round(t["decode_cpu"] / wall, 4), "encode_cpu_share": round(t["encode_cpu"] / wall, 4),
+            "share_outside_model_bound": round(bound, 4), "share_outside_model_per_frame": round(steady, 4),
+            "model_seconds_per_frame": round(t["model"] / max(1, record.frames), 3),
+            "load_seconds": round(load, 1), "load_notes": notes, "peak_rss_mb_this_process": round(peak, 1),
+            "faces_per_frame": record.faces_per_frame, "precision": files.model.precision,
+            "precision_asked": precision, "model": "bfr full-size, random weights"}
+
+
+def equal_threads(src: Path, files, rounds: int = 3) -> dict:  # type: ignore[no-untyped-def]
+    """Per-frame work outside the model vs one model call, both on one torch thread, interleaved.
+
+    A load-independent view of the share: on a busy machine the model's two
+    OpenMP threads lose more to other processes than one-thread code does,
+    which flatters the share measured in the run. Idle, two threads make the
+    model ~1.8x faster, so the idle share is about outside / (outside + model / 1.8).
+    """
+    import torch
+
+    from elir_cli.video.flicker import video_frames
+    from elir_cli.video.frames import FrameRestorer, torch_threads
+
+    frames = list(video_frames(src))
+    restorer = FrameRestorer(files, restorer=lambda x: x)
+    model = files.model
+    param = next(model.parameters())
+    crop = torch.rand(1, 3, 512, 512).to(param.dtype).contiguous(memory_format=torch.channels_last)
+    outside, inside = [], []
+    with torch_threads(1):
+        restorer.restore(frames[0], time_s=0.0, frame=0, default_dt=0.2)
+        for k in range(rounds):
+            t0 = time.perf_counter()
+            for i in range(1, len(frames)):
+                restorer.restore(frames[i], time_s=(k * len(frames) + i) * 0.2, frame=k * len(frames) + i,
+                                 default_dt=0.2)
+            outside.append((time.perf_counter() - t0) / (len(frames) - 1))
+            t0 = time.perf_counter()
+            model.restore(crop.float(), generator=torch.Generator().manual_seed(0))
+            inside.append(time.perf_counter() - t0)
+    o, m = sorted(outside)[len(outside) // 2], sorted(inside)[len(inside) // 2]
+    return {"outside_per_frame_s": round(o, 4), "model_per_face_s": round(m, 3), "share": round(o / (o + m), 4),
+            "share_idle_estimate": round(o / (o + m / 1.8), 4),
+            "full_detections": restorer.timings.full_detections, "crop_detections": restorer.timings.crop_detections}
 
 
 def memory(folder: Path, seconds_list: list[float]) -> dict:
@@ -124,15 +198,19 @@ def flicker_runs(folder: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=6, help="frames of the 720p speed run (0 skips it)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--frames", type=int, default=8, help="frames of the 720p speed run (0 skips it)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); on a shared, loaded machine 1 avoids OpenMP stalls")
-    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[1.0, 10.0])
+    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[1.0, 10.0],
+                        help="lengths (s) of the 1080p memory clips; 0 (or nothing) skips the memory part")
     parser.add_argument("--no-flicker", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if any(seconds < 0 for seconds in args.memory_seconds):
+        parser.error("--memory-seconds takes lengths >= 0 (0 skips the memory part)")
+    memory_seconds = [seconds for seconds in args.memory_seconds if seconds > 0]
     if args.threads:
         import torch
 
@@ -144,13 +222,28 @@ def main() -> None:
         if args.frames:
             t0 = time.perf_counter()
             results["speed_720p"] = s = speed(folder, args.frames, args.precision, args.device)
-            print(f"720p bfr (full-size random weights, {args.precision}): {s['fps']} fps over {s['frames']} frames; "
+            parts = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f} %" for k, v in s["share_parts"].items())
+            print(f"720p bfr (full-size random weights, {s['precision']} from --precision {args.precision}): "
+                  f"{s['fps']} fps over {s['frames']} frames ({s['model_seconds_per_frame']} s of model a frame); "
                   f"time outside the model {100 * s['share_outside_model']:.1f} % "
-                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %); peak RSS {s['peak_rss_mb_this_process']} MB; "
-                  f"timings {s['timings']} "
+                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %): {parts}; "
+                  f"without the once-per-video first frame and final flush {100 * s['share_outside_model_per_frame']:.1f} %; "
+                  f"beside the model: decode {100 * s['decode_cpu_share']:.1f} %, "
+                  f"encode {100 * s['encode_cpu_share']:.1f} % of the wall in CPU time "
+                  f"(upper bound with them: {100 * s['share_outside_model_bound']:.1f} %); "
+                  f"peak RSS {s['peak_rss_mb_this_process']} MB; model load {s['load_seconds']} s "
                   f"[{time.perf_counter() - t0:.0f} s]")
-        if args.memory_seconds:
-            results["memory_1080p"] = m = memory(folder, args.memory_seconds)
+            e = s["equal_threads"]
+            print(f"  same work on one torch thread each, interleaved: {e['outside_per_frame_s']} s outside the model "
+                  f"a frame (detection, tracking, paste; full detections {e['full_detections']}, crops "
+                  f"{e['crop_detections']}) vs {e['model_per_face_s']} s a face in the model: "
+                  f"{100 * e['share']:.1f} %; idle estimate with the model on two threads "
+                  f"{100 * e['share_idle_estimate']:.1f} %")
+            print(f"  timings {s['timings']}")
+        if not memory_seconds:
+            print("memory part skipped (--memory-seconds 0)")
+        else:
+            results["memory_1080p"] = m = memory(folder, memory_seconds)
             print("1080p peak RSS by length (stand-in restorer, real detection/tracking/encode): "
                   + ", ".join(f"{k}: {v['peak_rss_mb']} MB ({v['frames']} frames)" for k, v in m.items())
                   + f" (target < {MEMORY_TARGET_MB} MB and flat)")

@@ -191,8 +191,9 @@ def test_memory_is_flat_in_the_video_length(tmp_path: Path) -> None:
 def test_resume_after_a_kill_gives_the_frames_of_an_uninterrupted_run(tmp_path: Path, clips: dict[str, Path]) -> None:
     """Compared losslessly (x264 at crf 0): the restored frames themselves must be equal.
 
-    (At lossy settings two runs of libx264 inside the threaded pipeline have
-    given slightly different bitstreams for the same frames, resumed or not.)
+    (At lossy settings the resumed output's bytes differ although the frames
+    and timestamps given to the encoder are the same: see README "Video",
+    resume.)
     """
     src = clips["cfr"]
     whole = tmp_path / "whole.mp4"

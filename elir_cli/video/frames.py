@@ -12,29 +12,64 @@ compares with) every frame is restored exactly as a photo would be.
 
 Whole-image tasks (bsr, ``--whole-image``) and ``--aligned`` restore every
 frame with the same seeded noise.
+
+Torch threads: only the model runs on torch's thread count; everything else
+of a frame (detection, alignment, paste, conversions) runs on one thread.
+Those are many small operations, and with OpenMP each one ends at a barrier
+where the other thread spin-waits: when the decoder, the encoder or another
+process holds a core, every barrier waits for a scheduler time slice.
+Measured on the 2-core machine under load: a 720p detection took 10 s on two
+threads and 0.2 s on one (see README "Video", speed).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from elir_cli.faces.detection import DEFAULT_THRESHOLD
 from elir_cli.registry.tasks import get_task
 
+from .detect import DETECT_EVERY, VideoDetector
 from .tracking import FaceTracker
 
 if TYPE_CHECKING:
     import torch
+
+    from elir_cli.faces.detection import Face
 
     from elir_cli.pipeline.files import FileRestorer
 
 Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
 DEFAULT_VIDEO_SEED = 0  # video is always seeded, so a resumed run gives the frames of an uninterrupted one
 TRACK_SEED_STRIDE = 1_000_003
+OUTSIDE_MODEL_THREADS = 1
+REGION_MARGIN = 2  # px around the part of a frame that faces' crops read
+
+
+def _to_float(rgb8: np.ndarray) -> np.ndarray:
+    return rgb8.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block on ``count`` torch threads, then go back to the number before."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def track_seed(seed: int, track_id: int) -> int:
@@ -50,9 +85,11 @@ class Timings:
     track: float = 0.0
     model: float = 0.0
     restore: float = 0.0  # the whole restore stage: detect + track + model + align/paste/convert
+    full_detections: int = 0
+    crop_detections: int = 0
 
     def to_json(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in self.__dict__.items()}
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -66,7 +103,7 @@ class FrameRestorer:
     """Restores frame after frame with one loaded model (held by a FileRestorer)."""
 
     def __init__(self, files: "FileRestorer", *, tracking: bool = True, restorer: Restorer | None = None,
-                 tracker: FaceTracker | None = None) -> None:
+                 tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
         self.files = files
         self.settings = files.settings
         self.spec = get_task(self.settings.task)
@@ -76,24 +113,44 @@ class FrameRestorer:
         self.tracker = tracker or FaceTracker()
         self.timings = Timings()
         self.detects = self.spec.kind == "face" and not self.settings.aligned
+        self.detect_every = detect_every
+        self._video_detector: VideoDetector | None = None
+        self._model_threads: int | None = None  # torch's count when the first frame came
+        # Tracked faces at the input's size without a background model: only the
+        # part of the frame the faces' crops read is converted and restored.
+        self.restore_regions = (self.settings.bg_task is None and self.spec.scale == 1
+                                and self.settings.upscale in (None, 1))
 
     def restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
+        import torch
+
+        if self._model_threads is None:
+            self._model_threads = torch.get_num_threads()
+        with torch_threads(OUTSIDE_MODEL_THREADS):
+            return self._restore(rgb8, time_s=time_s, frame=frame, default_dt=default_dt)
+
+    def _restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
         from elir_cli.images.read import to_uint8
         from elir_cli.pipeline.photo import restore_array
 
         started = time.perf_counter()
         s = self.settings
-        rgb = rgb8.astype(np.float32) * np.float32(1.0 / 255.0)
         common: dict[str, Any] = dict(task=s.task, device=self.files.runtime.device,
                                       batch_size=self.files.batch_size, upscale=s.upscale, bg_task=s.bg_task,
                                       bg_restorer=self._bg_restorer(), steps=s.steps, fidelity=s.fidelity,
                                       seed=self.seed)
         track_ids: list[int] = []
         if self.detects and self.tracking:
-            faces, track_ids = self._tracked_faces(rgb, time_s, frame, default_dt)
+            faces, track_ids = self._tracked_faces(rgb8, time_s, frame, default_dt)
             restorer = self._timed(self.plug_in or self._track_restorer(track_ids))
-            result = restore_array(rgb, restorer=restorer, faces=faces, **common)
+            region = self._region(faces, rgb8.shape[1], rgb8.shape[0]) if self.restore_regions else None
+            if region is not None:
+                out = self._restore_region(rgb8, region, faces, restorer, common)
+                self.timings.restore += time.perf_counter() - started
+                return FrameResult(rgb=out, faces=len(faces), tracks=track_ids)
+            result = restore_array(_to_float(rgb8), restorer=restorer, faces=faces, **common)
         else:
+            rgb = _to_float(rgb8)
             restorer = self._timed(self.plug_in or self._frame_restorer())
             options: dict[str, Any] = {}
             if self.detects:
@@ -107,20 +164,77 @@ class FrameRestorer:
         self.timings.restore += time.perf_counter() - started
         return FrameResult(rgb=out, faces=len(result.faces), tracks=track_ids)
 
-    def _tracked_faces(self, rgb: np.ndarray, time_s: float, frame: int, default_dt: float):  # type: ignore[no-untyped-def]
-        from elir_cli.faces.detection import select_faces
+    def _region(self, faces: list["Face"], width: int, height: int) -> tuple[int, int, int, int] | None:
+        """The part of the frame that restoring ``faces`` reads and writes (None: use the whole frame).
+
+        Each face's window is the one :func:`~elir_cli.faces.alignment.warp_affine`
+        reads for its model crop, widened by :data:`REGION_MARGIN` and cut at
+        the frame's edges: the warp then reads the same pixels (reflected at
+        the same edges) from the region as from the frame, and the paste mask
+        lies inside the crop, so the region's result is the frame's.
+        """
+        from elir_cli.faces.alignment import WARP_MARGIN, alignment_matrix, apply_affine, invert_affine
+
+        size = self.spec.input_size
+        corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+        boxes = []
+        for face in faces:
+            points = apply_affine(invert_affine(alignment_matrix(face.landmarks, size)), corners)
+            margin = WARP_MARGIN + REGION_MARGIN
+            x0 = max(0, math.floor(points[:, 0].min()) - margin)
+            y0 = max(0, math.floor(points[:, 1].min()) - margin)
+            x1 = min(width, math.ceil(points[:, 0].max()) + margin + 1)
+            y1 = min(height, math.ceil(points[:, 1].max()) + margin + 1)
+            if x1 - x0 < size // 8 or y1 - y0 < size // 8:
+                return None  # (nearly) outside the frame: the warp reads the whole frame
+            boxes.append((x0, y0, x1, y1))
+        if not boxes:
+            return 0, 0, 0, 0
+        return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+    def _restore_region(self, rgb8: np.ndarray, region: tuple[int, int, int, int], faces: list["Face"],
+                        restorer: Restorer, common: dict[str, Any]) -> np.ndarray:
+        from dataclasses import replace
+
+        from elir_cli.images.read import to_uint8
+        from elir_cli.pipeline.photo import restore_array
+
+        out = rgb8.copy()
+        x0, y0, x1, y1 = region
+        if x1 <= x0 or y1 <= y0:
+            return out  # no face: the frame as it is
+        offset = np.array([x0, y0], dtype=np.float64)
+        moved = [replace(f, box=(f.box[0] - x0, f.box[1] - y0, f.box[2] - x0, f.box[3] - y0),
+                         landmarks=np.asarray(f.landmarks, dtype=np.float64) - offset) for f in faces]
+        result = restore_array(_to_float(rgb8[y0:y1, x0:x1]), restorer=restorer, faces=moved, **common)
+        out[y0:y1, x0:x1] = to_uint8(result.array)
+        return out
+
+    def _tracked_faces(self, rgb8: np.ndarray, time_s: float, frame: int, default_dt: float):  # type: ignore[no-untyped-def]
+        """Faces from the whole frame or from crops around the tracks (:mod:`.detect`), then tracked."""
+        from elir_cli.faces.detection import Face, select_faces
 
         s = self.settings
+        height, width = rgb8.shape[:2]
+
+        def choose(found: list[Face]) -> list[Face]:
+            return select_faces(found, image_size=(width, height), min_face_size=s.min_face_size,
+                                only_center_face=s.only_center_face, max_faces=s.max_faces,
+                                face_indices=s.face_indices)
+
+        if self._video_detector is None:
+            self._video_detector = VideoDetector(self.files.detector, threshold=s.det_threshold or DEFAULT_THRESHOLD,
+                                                 every=self.detect_every)
         t0 = time.perf_counter()
-        found = self.files.detector.detect(rgb, threshold=s.det_threshold or DEFAULT_THRESHOLD)
-        height, width = rgb.shape[:2]
-        chosen = select_faces(found, image_size=(width, height), min_face_size=s.min_face_size,
-                              only_center_face=s.only_center_face, max_faces=s.max_faces,
-                              face_indices=s.face_indices)
+        cut, thumb = self.tracker.cut_ahead(rgb8)
         t1 = time.perf_counter()
-        tracked = self.tracker.update(chosen, rgb, time_s, frame, default_dt)
-        self.timings.detect += t1 - t0
-        self.timings.track += time.perf_counter() - t1
+        chosen = self._video_detector.detect(rgb8, frame, self.tracker.tracks, cut=cut, choose=choose)
+        t2 = time.perf_counter()
+        tracked = self.tracker.update(chosen, rgb8, time_s, frame, default_dt, thumb=thumb)
+        self.timings.detect += t2 - t1
+        self.timings.track += (t1 - t0) + (time.perf_counter() - t2)
+        self.timings.full_detections = self._video_detector.full_detections
+        self.timings.crop_detections = self._video_detector.crop_detections
         return [t.face for t in tracked], [t.track_id for t in tracked]
 
     def _frame_restorer(self) -> Restorer:
@@ -159,7 +273,8 @@ class FrameRestorer:
         def run(x: "torch.Tensor") -> "torch.Tensor":
             t0 = time.perf_counter()
             try:
-                return restorer(x)
+                with torch_threads(self._model_threads or OUTSIDE_MODEL_THREADS):
+                    return restorer(x)
             finally:
                 self.timings.model += time.perf_counter() - t0
 

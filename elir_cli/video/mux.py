@@ -36,6 +36,15 @@ BT709 = 1
 # One swscale conversion at a time: PyAV's reformat releases the GIL, and
 # conversions in the decoder and encoder threads are cheap next to the model.
 SWSCALE_LOCK = threading.Lock()
+# The encoder runs on the encode stage's own thread, no threads of its own:
+# (1) libx264's output depends on its thread count, so a count that changed
+# with the machine's cores would give other bytes for the same frames (lossy
+# x264 bytes still vary from run to run here, also outside the pipeline; see
+# README "Video"); (2) the model keeps the cores:
+# extra encoder threads preempt torch's OpenMP team and stall its barriers;
+# (3) the encode stage's CPU time is then measurable (``time.thread_time``).
+# 720p x264 medium takes ~0.07 s of CPU a frame here, far below the model.
+ENCODE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,7 @@ class SegmentWriter:
             self.container = av.open(str(path), mode="w", format=options.container)
             stream = self.container.add_stream(options.encoder, rate=info.rate, options=options.codec_options())
             stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
+            stream.codec_context.thread_count = ENCODE_THREADS
             stream.time_base = info.time_base
             stream.codec_context.time_base = info.time_base
             if info.rotation:

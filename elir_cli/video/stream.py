@@ -25,9 +25,11 @@ import numpy as np
 
 from elir_cli.atomicwrite import same_file
 from elir_cli.errors import ElirError, OutputExistsError, UsageError
+from elir_cli.registry.tasks import get_task
 
 from .media import DEFAULT_CODEC, VideoError, VideoInfo, _ffmpeg_reason, container_format, open_input, \
     probe_video, require_av, resolve_encoder
+from .detect import DETECT_EVERY
 from .mux import EncodeOptions, FrameConverter, SegmentWriter, join
 from .segments import Manifest, Parts
 
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 
 DEFAULT_SEGMENT_SECONDS = 10.0
 DEFAULT_QUEUE_FRAMES = 4
+# FFmpeg's decoder threads: one. Decoding is a few ms a frame next to the
+# model, and every extra thread competes with torch's OpenMP team for the cores.
+DECODE_THREADS = 1
 POLL_SECONDS = 0.1
 # Settings that do not change the video's bytes (they are left out of the resume key).
 NOT_IN_KEY = ("ext", "quality", "suffix", "overwrite", "save_faces", "compare", "max_pixels")
@@ -55,6 +60,7 @@ class VideoOptions:
     tracking: bool = True
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS
     queue_frames: int = DEFAULT_QUEUE_FRAMES
+    detect_every: int = DETECT_EVERY  # frames between full-frame detections (crops around tracks between)
 
     def __post_init__(self) -> None:
         if self.crf is not None and not 0 <= self.crf <= 63:
@@ -63,6 +69,8 @@ class VideoOptions:
             raise UsageError(f"segment length must be positive, got {self.segment_seconds}")
         if self.queue_frames < 1:
             raise UsageError(f"queue_frames must be >= 1, got {self.queue_frames}")
+        if self.detect_every < 1:
+            raise UsageError(f"detect_every must be >= 1, got {self.detect_every}")
 
 
 @dataclass
@@ -148,7 +156,8 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     stat = src.stat()
     key = {"input": {"path": str(src.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
            "settings": {k: v for k, v in asdict(settings).items() if k not in NOT_IN_KEY},
-           "tracking": options.tracking, "encode": encode.to_json(), "segment_frames": segment_frames,
+           "tracking": options.tracking, "detect_every": options.detect_every, "encode": encode.to_json(),
+           "segment_frames": segment_frames,
            "plug_in": restorer is not None}
     parts = Parts(dst)
     if settings.overwrite:
@@ -161,6 +170,15 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
         manifest = Manifest(key=key, segment_frames=segment_frames)
     record.resumed_at_frame = manifest.frames_done
 
+    from elir_cli.model.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # frame-sized arrays every frame: keep freed memory (also with a plug-in restorer)
+    t0 = time.perf_counter()
+    if restorer is None:
+        files.prepare()  # load before the stages start: a missing download fails before any frame
+    elif get_task(settings.task).kind == "face" and not settings.aligned:
+        _ = files.detector
+    load_seconds = time.perf_counter() - t0
     run = _Run(info, files, options, encode, parts, manifest, restorer, on_progress)
     run.go()
     if manifest.frames_done == 0:
@@ -181,7 +199,10 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     done_now = manifest.frames_done - record.resumed_at_frame
     record.fps = round(done_now / run.wall, 3) if run.wall > 0 and done_now else None
     record.timings = {**run.frames.timings.to_json(), "decode": round(run.decode_seconds, 3),
-                      "encode": round(run.encode_seconds, 3), "join": round(join_seconds, 3),
+                      "encode": round(run.encode_seconds, 3), "decode_cpu": round(run.decode_cpu, 3),
+                      "encode_cpu": round(run.encode_cpu, 3), "first_frame_wait": round(run.first_wait, 3),
+                      "encode_tail": round(run.tail, 3), "load": round(load_seconds, 3),
+                      "join": round(join_seconds, 3),
                       "stages_wall": round(run.wall, 3), "total": record.seconds}
     return record
 
@@ -218,7 +239,8 @@ class _Run:
 
         self.info, self.options, self.encode, self.parts, self.manifest = info, options, encode, parts, manifest
         tracker = FaceTracker.from_state(manifest.tracker) if manifest.tracker else FaceTracker()
-        self.frames = FrameRestorer(files, tracking=options.tracking, restorer=restorer, tracker=tracker)
+        self.frames = FrameRestorer(files, tracking=options.tracking, restorer=restorer, tracker=tracker,
+                                    detect_every=options.detect_every)
         self.on_progress = on_progress
         self.stop = threading.Event()
         self.inbox: queue.Queue[Any] = queue.Queue(maxsize=options.queue_frames)
@@ -226,7 +248,12 @@ class _Run:
         self.errors: list[BaseException] = []
         self.decode_seconds = 0.0
         self.encode_seconds = 0.0
+        self.decode_cpu = 0.0  # CPU seconds of the decoder thread (taken from the cores the model uses)
+        self.encode_cpu = 0.0  # the same for the encoder thread (x264 runs in it: mux.ENCODE_THREADS)
         self.wall = 0.0
+        self.restore_ended = 0.0
+        self.first_wait = 0.0  # the restore stage waiting for the first decoded frame
+        self.tail = 0.0  # after the last frame was restored: the encoder flushing its last frames
 
     def go(self) -> None:
         start = self.manifest.frames_done
@@ -250,7 +277,10 @@ class _Run:
                     thread.join(POLL_SECONDS)
                     if self.errors:
                         self.stop.set()
-            self.wall = time.perf_counter() - began
+            ended = time.perf_counter()
+            self.wall = ended - began
+            if self.restore_ended:
+                self.tail = ended - self.restore_ended
         if self.errors:
             raise self.errors[0]
 
@@ -292,7 +322,9 @@ class _Run:
             with open_input(info.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = DECODE_THREADS
                 t0 = time.perf_counter()
+                c0 = time.thread_time()
                 for index, frame in enumerate(container.decode(stream)):
                     if index < start:
                         continue
@@ -300,8 +332,10 @@ class _Run:
                     seconds = float(frame.time) if frame.time is not None else index * step
                     pts = frame.pts if frame.pts is not None else round(index * step / info.time_base)
                     self.decode_seconds += time.perf_counter() - t0
+                    self.decode_cpu += time.thread_time() - c0
                     self._put(self.inbox, (index, pts, seconds, rgb))
                     t0 = time.perf_counter()
+                    c0 = time.thread_time()
         except av.error.FFmpegError as exc:
             raise VideoError(f"cannot decode {info.path}: {_ffmpeg_reason(exc)}",
                              hint="the file is damaged or truncated") from None
@@ -317,8 +351,11 @@ class _Run:
         expected = self.info.frames_estimate
         while True:
             item = self._get(self.inbox)
+            if done == 0:
+                self.first_wait = time.perf_counter() - began
             if isinstance(item, _End):
                 self._put(self.outbox, _End(tracker.state()))
+                self.restore_ended = time.perf_counter()
                 return
             index, pts, seconds, rgb = item
             result = self.frames.restore(rgb, time_s=seconds, frame=index, default_dt=default_dt)
@@ -340,10 +377,14 @@ class _Run:
                 item = self._get(self.outbox)
                 if isinstance(item, _End):
                     if writer is not None:
+                        t0, c0 = time.perf_counter(), time.thread_time()
                         self._finish(writer, seg_index, first, faces, item.tracker_state)
+                        self.encode_seconds += time.perf_counter() - t0
+                        self.encode_cpu += time.thread_time() - c0
                     return
                 index, pts, rgb, n_faces, snapshot = item
                 t0 = time.perf_counter()
+                c0 = time.thread_time()
                 if writer is None:
                     self.parts.folder.mkdir(parents=True, exist_ok=True)
                     writer = SegmentWriter(self.parts.temp_path(seg_index), self.info, self.encode,
@@ -354,10 +395,11 @@ class _Run:
                 last_pts = pts
                 self._write(writer, rgb, pts)
                 faces.append(n_faces)  # type: ignore[union-attr]
-                self.encode_seconds += time.perf_counter() - t0
                 if snapshot is not None:
                     self._finish(writer, seg_index, first, faces, snapshot)
                     writer, seg_index = None, seg_index + 1
+                self.encode_seconds += time.perf_counter() - t0
+                self.encode_cpu += time.thread_time() - c0
         finally:
             if writer is not None and (self.stop.is_set() or self.errors):
                 writer.abort()
@@ -373,7 +415,6 @@ class _Run:
     def _finish(self, writer: SegmentWriter, seg_index: int, first: int | None, faces: list[int] | None,
                 tracker_state: dict[str, Any] | None) -> None:
         av = require_av()
-        t0 = time.perf_counter()
         try:
             writer.close()
         except (av.error.FFmpegError, OSError) as exc:
@@ -384,7 +425,6 @@ class _Run:
         self.manifest.faces_per_frame.extend(faces or [])
         self.manifest.tracker = tracker_state
         self.parts.save(self.manifest)
-        self.encode_seconds += time.perf_counter() - t0
 
 
 def _write_error(path: Path, exc: BaseException) -> ElirError:
