@@ -1,4 +1,5 @@
-"""Start-up: restoring a face photo imports neither torchvision nor facexlib.
+"""Start-up: restoring a face photo imports neither torchvision nor facexlib; with
+nothing to restore, not even torch.
 
 torchvision 0.29 imports ``torch._dynamo`` (the compiler) when it is
 imported, 1.2-3 s of every run's start-up, and facexlib imports torchvision;
@@ -36,18 +37,22 @@ with open(report, "w") as f:
 """
 
 
+def run_elir_then_report(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[bytes], dict]:
+    """Run ``elir ARGS`` in a fresh interpreter; its output and {"code", "modules"} after it."""
+    report = tmp_path / "modules.json"
+    done = subprocess.run([sys.executable, "-c", RUN_ELIR_THEN_REPORT, str(report), *args],
+                          capture_output=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    return done, json.loads(report.read_text())
+
+
 def test_restoring_a_face_photo_imports_neither_torchvision_nor_facexlib(tmp_path: Path) -> None:
     weights = tiny_weights(tmp_path, "bfr")
-    report = tmp_path / "modules.json"
     out = tmp_path / "restored.jpg"
     # fp32: the same path as auto without its one-off calibration run (seconds on 2 cores)
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_ELIR_THEN_REPORT, str(report), "restore", str(PHOTO), "-o", str(out),
-         "--weights", str(weights), "--steps", "1", "--seed", "1", "--device", "cpu", "--precision", "fp32",
-         "--json"],
-        capture_output=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    done, result = run_elir_then_report(
+        tmp_path, "restore", str(PHOTO), "-o", str(out), "--weights", str(weights), "--steps", "1",
+        "--seed", "1", "--device", "cpu", "--precision", "fp32", "--json")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    result = json.loads(report.read_text())
     assert result["code"] == 0, done.stderr.decode()[-2000:]
     record = json.loads(done.stdout)["files"][0]
     assert record["status"] == "restored" and record["faces"] == 1 and out.exists(), record
@@ -57,6 +62,28 @@ def test_restoring_a_face_photo_imports_neither_torchvision_nor_facexlib(tmp_pat
     assert loaded == [], f"imported on the restore path: {loaded[:10]}"
     # the check can see what a run imports: torch, the detector, the model
     assert {"torch", "elir_cli.faces.detection", "elir_cli.model.elir"} <= modules
+
+
+def test_nothing_to_restore_imports_no_torch_even_for_reports(tmp_path: Path) -> None:
+    """A finished batch run again, and a restore into an existing output, with --report/--json:
+    the reports describe the settings without resolving the device (which imports torch)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for folder in (src, out):  # the output exists already
+        (folder / PHOTO.name).write_bytes(PHOTO.read_bytes())
+    done, result = run_elir_then_report(tmp_path, "batch", str(src), "-o", str(out),
+                                        "--report", str(tmp_path / "run.json"))
+    assert result["code"] == 0, done.stderr.decode()[-2000:]
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["totals"] == {"restored": 0, "skipped": 1, "failed": 0}
+    assert report["settings"]["device"] == "auto (auto), nothing loaded"
+    assert "elir_cli.pipeline.files" in result["modules"] and "torch" not in result["modules"]
+
+    done, result = run_elir_then_report(tmp_path, "restore", str(PHOTO), "-o", str(out / PHOTO.name), "--json")
+    assert result["code"] == 1, done.stderr.decode()[-2000:]  # the output exists: refused
+    assert json.loads(done.stdout)["files"][0]["status"] == "failed"
+    assert "torch" not in result["modules"]
 
 
 def imported_names(path: Path) -> set[str]:
