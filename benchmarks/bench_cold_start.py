@@ -207,8 +207,9 @@ def print_photo(photo: list[dict[str, object]]) -> None:
                   f"   start-up share {100 * med(r['startup_share']):.0f} %")
     after, before = photo[0], photo[1]
     cut = med(before["startup_s"]) - med(after["startup_s"])
-    print(f"\nstart-up cut (before - after, medians, same run): {cut:.2f} s; total "
-          f"{before['median_s']:.2f} -> {after['median_s']:.2f} s, start-up share "
+    paired = med([b - a for b, a in zip(before["startup_s"], after["startup_s"])])
+    print(f"\nstart-up cut (before - after, same run): {cut:.2f} s between medians, {paired:.2f} s "
+          f"paired by round; total {before['median_s']:.2f} -> {after['median_s']:.2f} s, start-up share "
           f"{100 * med(before['startup_share']):.0f} % -> {100 * med(after['startup_share']):.0f} %")
     print(f"\n{'where the start-up goes (fresh process)':<58} {'median':>8}")
     for r in photo:
