@@ -26,6 +26,9 @@ facexlib_retinaface = pytest.importorskip("facexlib.detection.retinaface", reaso
 facexlib_utils = pytest.importorskip("facexlib.detection.retinaface_utils", reason="facexlib is the reference")
 torchvision = pytest.importorskip("torchvision", reason="torchvision's NMS is the reference")
 
+# facexlib builds its ResNet-50 with torchvision's deprecated ``pretrained=False``
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:torchvision.models._utils")
+
 AWKWARD = Path(__file__).parent / "data" / "photos" / "awkward"
 TOLERANCE = 1e-4
 LOW_THRESHOLD = 0.05  # many candidates (false ones too), so that NMS has overlaps to settle
