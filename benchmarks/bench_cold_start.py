@@ -24,7 +24,7 @@ Two parts:
 
 Prints tables of median / min / max wall time and writes the raw numbers to JSON.
 
-    python benchmarks/bench_cold_start.py                  # about 2-4 minutes on an idle 2-core machine
+    python benchmarks/bench_cold_start.py                  # --runs 3: 5 min at load average 5 on 2 cores
     python benchmarks/bench_cold_start.py --runs 15 --photo-runs 5 --out cold_start.json
 """
 
