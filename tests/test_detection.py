@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 from facephotos import FACE_PHOTOS, collage, load, shared_detector
-from facexlib.detection.retinaface_utils import PriorBox
 
-from elir_cli.faces.detection import Face, FaceDetector, prior_boxes, select_faces
+from elir_cli.faces.detection import Face, FaceDetector, select_faces
 from elir_cli.errors import CheckpointError, UsageError
 
 
@@ -84,12 +83,6 @@ def test_big_photo_is_detected_downscaled() -> None:
     assert len(faces) == 1
     # a 480-px face at the edge of the anchors' range: landmarks within 20 % of the eye distance
     assert np.abs(faces[0].landmarks / 4.5 - small.landmarks).max() < 0.2 * small.eye_distance
-
-
-def test_prior_boxes_equal_facexlib() -> None:
-    cfg = shared_detector()._cfg
-    for h, w in [(100, 77), (601, 512)]:
-        assert torch.equal(prior_boxes(cfg, h, w), PriorBox(cfg, image_size=(h, w)).forward())
 
 
 def _faces() -> list[Face]:

@@ -1,9 +1,12 @@
-"""Face detection with facexlib's RetinaFace, contained.
+"""Face detection with RetinaFace: anchors, decoding, NMS, numbering.
 
 One :class:`FaceDetector` is built once and reused: it holds only the network
-(never per-image state), loads its weights safely (``weights_only=True``,
-``strict=True``) from our bundled file or our cache, never from site-packages,
-and takes RGB at its boundary (facexlib's network expects BGR).
+(:mod:`elir_cli.faces.retinaface`, our copy of facexlib's, keyed like its
+checkpoints; never per-image state), loads its weights safely
+(``weights_only=True``, ``strict=True``) from our bundled file or our cache,
+never from site-packages, and takes RGB at its boundary (the network expects
+BGR). Neither facexlib nor torchvision is imported: torchvision 0.29 imports
+``torch._dynamo`` when it is imported, seconds of every run's start-up.
 
 Faces are numbered by one exact rule so that ``face_indices=[0, 2]`` means the
 same faces on every run: sorted by the centre of their box, x first (left to
@@ -27,6 +30,8 @@ from elir_cli.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
     import torch
+
+    from .retinaface import RetinaFaceConfig
 
 DEFAULT_DETECTOR = "retinaface_mobilenet0.25"
 DEFAULT_THRESHOLD = 0.9
@@ -141,7 +146,7 @@ def detector_weights(name: str) -> Path:
 
 
 class FaceDetector:
-    """RetinaFace (facexlib's network) with our safe loading and RGB interface.
+    """RetinaFace with our safe loading and RGB interface.
 
     Build once, call :meth:`detect` on any number of photos; nothing about one
     photo is kept for the next.
@@ -150,9 +155,10 @@ class FaceDetector:
     def __init__(self, name: str = DEFAULT_DETECTOR, *, device: "str | torch.device" = "cpu",
                  weights: str | Path | None = None) -> None:
         import torch
-        from facexlib.detection.retinaface import RetinaFace
 
         from elir_cli.registry.tasks import load_manifest
+
+        from .retinaface import RetinaFace
 
         detectors = load_manifest().detectors
         if name not in detectors:
@@ -161,7 +167,7 @@ class FaceDetector:
         self.name = name
         self.device = torch.device(device)
         path = Path(weights) if weights is not None else detector_weights(name)
-        net = RetinaFace(network_name=detectors[name].network, half=False, device=self.device)
+        net = RetinaFace(network=detectors[name].network)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
@@ -177,14 +183,13 @@ class FaceDetector:
             raise CheckpointError(f"{path} does not fit RetinaFace {detectors[name].network}: "
                                   f"{str(exc).splitlines()[0][:200]}") from None
         self._net = net.to(self.device).eval()
-        self._cfg = dict(net.cfg)
+        self._cfg = net.cfg
         self._mean = torch.tensor(BGR_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
     def detect(self, rgb: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD) -> list[Face]:
         """Faces in an RGB photo (HxWx3, uint8 or float in [0,1]), numbered by the rule."""
         import cv2
         import torch
-        from facexlib.detection.retinaface_utils import decode, decode_landm
 
         if not 0.0 < threshold < 1.0:
             raise UsageError(f"detection threshold must be in (0, 1), got {threshold}")
@@ -202,23 +207,20 @@ class FaceDetector:
         x = x.to(self.device) - self._mean
         with torch.inference_mode():
             loc, conf, landm = self._net(x)
-        priors = prior_boxes(self._cfg, det_h, det_w).to(self.device)
-        variance = self._cfg["variance"]
+            priors = prior_boxes(self._cfg, det_h, det_w).to(self.device)
+            variance = self._cfg.variance
+            boxes = decode_boxes(loc[0].float(), priors, variance).cpu().numpy()  # (A, 4) x0 y0 x1 y1
+            points = decode_landmarks(landm[0].float(), priors, variance).cpu().numpy()  # (A, 10)
+            scores = conf[0, :, 1].float().cpu().numpy()  # (A,)
         sx, sy = width / det_w, height / det_h
-        boxes = decode(loc[0].float(), priors, variance).cpu().numpy()
-        points = decode_landm(landm[0].float(), priors, variance).cpu().numpy()
-        scores = conf[0, :, 1].float().cpu().numpy()
         keep = np.flatnonzero(scores > threshold)
         if keep.size == 0:
             return []
         boxes = boxes[keep] * np.array([det_w, det_h, det_w, det_h], dtype=np.float32)
         points = points[keep] * np.tile(np.array([det_w, det_h], dtype=np.float32), N_LANDMARKS)
         scores = scores[keep]
-        import torchvision
-
-        kept = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), NMS_IOU).numpy()
         faces = []
-        for i in kept:
+        for i in nms(boxes, scores, NMS_IOU):
             box = boxes[i] * np.array([sx, sy, sx, sy])
             lms = points[i].reshape(N_LANDMARKS, 2).astype(np.float64) * np.array([sx, sy])
             faces.append(Face(index=-1, box=tuple(float(v) for v in box), score=float(scores[i]),
@@ -226,7 +228,7 @@ class FaceDetector:
         return number_faces(faces)
 
 
-def prior_boxes(cfg: dict[str, object], height: int, width: int) -> "torch.Tensor":
+def prior_boxes(cfg: "RetinaFaceConfig", height: int, width: int) -> "torch.Tensor":
     """RetinaFace anchors (cx, cy, w, h), normalised; facexlib's PriorBox, vectorised.
 
     Order: level, then row, then column, then anchor size, as in PriorBox.
@@ -234,7 +236,7 @@ def prior_boxes(cfg: dict[str, object], height: int, width: int) -> "torch.Tenso
     import torch
 
     out = []
-    for step, min_sizes in zip(cfg["steps"], cfg["min_sizes"]):  # type: ignore[call-overload]
+    for step, min_sizes in zip(cfg.steps, cfg.min_sizes):
         rows, cols = math.ceil(height / step), math.ceil(width / step)
         cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * step / height
         cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * step / width
@@ -243,6 +245,51 @@ def prior_boxes(cfg: dict[str, object], height: int, width: int) -> "torch.Tenso
                     for s in min_sizes]  # each (rows, cols, 4)
         out.append(torch.stack(per_size, 2).reshape(-1, 4))  # (rows*cols*n_sizes, 4)
     return torch.cat(out).float()
+
+
+# decode_boxes and decode_landmarks: facexlib retinaface_utils.decode / decode_landm
+# (MIT, Copyright (c) 2020 Xintao Wang; licence text in elir_cli/faces/retinaface.py).
+def decode_boxes(loc: "torch.Tensor", priors: "torch.Tensor", variances: Sequence[float]) -> "torch.Tensor":
+    """Box offsets (A,4) against anchors (A,4: cx, cy, w, h) to corners (A,4: x0, y0, x1, y1), normalised."""
+    import torch
+
+    boxes = torch.cat((priors[:, :2] + loc[:, :2] * variances[0] * priors[:, 2:],
+                       priors[:, 2:] * torch.exp(loc[:, 2:] * variances[1])), 1)  # (A, 4) cx cy w h
+    boxes[:, :2] -= boxes[:, 2:] / 2
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def decode_landmarks(pre: "torch.Tensor", priors: "torch.Tensor", variances: Sequence[float]) -> "torch.Tensor":
+    """Landmark offsets (A,10) against anchors (A,4) to five x,y points (A,10), normalised."""
+    import torch
+
+    return torch.cat([priors[:, :2] + pre[:, 2 * k:2 * k + 2] * variances[0] * priors[:, 2:]
+                      for k in range(N_LANDMARKS)], dim=1)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression, as ``torchvision.ops.nms``: indices of the kept
+    boxes (N,4: x0, y0, x1, y1), highest score first; a box is dropped when its IoU
+    with a kept box is above ``iou_threshold``. Ties in score keep the input order."""
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = (boxes[:, k] for k in range(4))
+    areas = (x1 - x0) * (y1 - y0)
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    kept = []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        rest = order[pos + 1:]
+        rest = rest[~suppressed[rest]]
+        w = np.maximum(0, np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]))
+        h = np.maximum(0, np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]))
+        inter = w * h
+        with np.errstate(divide="ignore", invalid="ignore"):  # empty boxes: NaN, never suppressing
+            iou = inter / (areas[i] + areas[rest] - inter)
+        suppressed[rest[iou > iou_threshold]] = True
+    return np.asarray(kept, dtype=np.int64)
 
 
 _CACHE: dict[tuple[str, str], FaceDetector] = {}

@@ -297,12 +297,19 @@ class FileRestorer:
 
     def device_description(self) -> str:
         """The device and the precision the model runs at (after calibration, once loaded)."""
+        if not self._runtime_resolved:  # nothing ran (every output existed): do not import torch to say so
+            return f"{self.settings.device} ({self.settings.precision}), nothing loaded"
         if self._model is None:
             return self.runtime.describe()
         return f"{self.runtime.device.type} ({self._model.precision}{', auto' if self.runtime.auto else ''})"
 
+    @property
+    def _runtime_resolved(self) -> bool:
+        return "runtime" in self.__dict__  # the cached_property has run (torch is imported)
+
     def describe(self) -> dict[str, Any]:
-        """The settings that decide the output bytes, for reports."""
+        """The settings that decide the output bytes, for reports (without importing torch
+        when nothing was loaded: the batch size is then the one asked for, or None)."""
         s = self.settings
         return {
             "task": s.task, "weights": str(self.weights_path) if self.weights_path else None,
@@ -310,7 +317,8 @@ class FileRestorer:
             "steps": s.steps if s.steps is not None else (
                 self._model.config.k_steps if self._model is not None else get_task(s.task).model.k_steps),
             "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
-            "device": self.device_description(), "batch_size": self.batch_size, "compile": s.compile,
+            "device": self.device_description(),
+            "batch_size": self.batch_size if self._runtime_resolved else s.batch_size, "compile": s.compile,
         }
 
     # -- restoring ---------------------------------------------------------------
