@@ -112,7 +112,7 @@ def test_cli_restore_with_backend_openvino(ov_weights: Path, ov_cache: Path, tmp
     ov_out, torch_out = tmp_path / "ov.png", tmp_path / "torch.png"
     result = run_elir(*args, "-o", str(ov_out), "--backend", "openvino", env=env)
     assert result.returncode == 0, result.stderr.decode()
-    assert "openvino" in json.loads(result.stdout)["device"] and ov_out.is_file()
+    assert "openvino" in json.loads(result.stdout)["settings"]["device"] and ov_out.is_file()
     assert run_elir(*args, "-o", str(torch_out), env=env).returncode == 0
     from PIL import Image
 
