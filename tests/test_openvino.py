@@ -105,17 +105,19 @@ def test_auto_on_openvino_is_calibrated_against_torch_fp32_and_recorded_apart(ov
 
 
 def test_cli_restore_with_backend_openvino(ov_weights: Path, ov_cache: Path, tmp_path: Path) -> None:
-    src = PHOTO / "faces" / "astronaut.png"
+    from PIL import Image
+
+    src = tmp_path / "crop.png"  # an aligned crop at the task's size: no detector to load
+    with Image.open(PHOTO / "faces" / "astronaut.png") as photo:
+        photo.convert("RGB").resize((256, 256)).save(src)
     args = ("restore", str(src), "--weights", str(ov_weights), "--task", "denoising", "--seed", "0",
-            "--device", "cpu", "--precision", "fp32", "--json")
+            "--device", "cpu", "--precision", "fp32", "--aligned", "--json")
     env = {"ELIR_CACHE": str(ov_cache)}
     ov_out, torch_out = tmp_path / "ov.png", tmp_path / "torch.png"
     result = run_elir(*args, "-o", str(ov_out), "--backend", "openvino", env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert "openvino" in json.loads(result.stdout)["settings"]["device"] and ov_out.is_file()
     assert run_elir(*args, "-o", str(torch_out), env=env).returncode == 0
-    from PIL import Image
-
     a = np.asarray(Image.open(ov_out), dtype=np.int16)
     b = np.asarray(Image.open(torch_out), dtype=np.int16)
     assert a.shape == b.shape and np.abs(a - b).max() <= 1  # the same image up to 8-bit rounding
