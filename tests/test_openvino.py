@@ -80,6 +80,8 @@ def test_openvino_fp32_matches_torch_fp32_and_the_second_load_reuses_the_compile
 
 
 def test_another_input_shape_compiles_from_the_cached_ir_without_converting(ov_weights: Path, ov_cache: Path) -> None:
+    x, noise = inputs()  # the networks converted and cached (already, when the test above ran)
+    elir_cli.load_model(ov_weights, device="cpu", precision="fp32", backend="openvino").restore(x, noise=noise)
     model = elir_cli.load_model(ov_weights, device="cpu", precision="fp32", backend="openvino")
     x, noise = inputs(96)
     reference = elir_cli.load_model(ov_weights, device="cpu", precision="fp32")
