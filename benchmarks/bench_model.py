@@ -37,6 +37,10 @@ default) and as the ``elir`` command loads it (``FileRestorer``), with a bf16
 matmul in every round for its peak. Its first load calibrates (PSNR and
 seconds reported), into a fresh temporary store. ``--onnx`` also exports
 each task (``elir export``) and times onnxruntime in the rounds.
+``--openvino`` also times the OpenVINO backend in the rounds, as
+``elir_cli.load_model(path, backend="openvino")`` gives it (auto: bf16 once
+its own calibration against PyTorch fp32 passes) and at fp32, with its first
+load (convert, compile, calibrate) and its second (from the cache) timed.
 
 Random weights: speed does not depend on their values. Prints a table and
 writes JSON (--json). Run: python benchmarks/bench_model.py [--tasks bfr]
@@ -265,9 +269,36 @@ def onnx_contender(task: str, folder: Path, threads: int, x: torch.Tensor, noise
     return (lambda: once(lambda: session.run(["restored"], feed))), info
 
 
+def openvino_models(task: str, folder: Path) -> tuple[ElirModel, ElirModel, dict[str, object]]:
+    """The OpenVINO backend at auto (calibrated bf16) and fp32, as the API loads them, with load times."""
+    import elir_cli
+    from elir_cli.registry.store import read_calibration, sha256_file
+
+    path = folder / f"{task}.safetensors"  # written by auto_models
+    messages: list[str] = []
+    started = time.perf_counter()
+    auto = elir_cli.load_model(path, device="cpu", backend="openvino", log=messages.append)
+    x = torch.rand(1, 3, NATIVE_SIZE[task], NATIVE_SIZE[task])
+    with torch.inference_mode():
+        auto(x)  # the first call at this shape compiles (or imports the cached blob)
+    first_s = time.perf_counter() - started
+    started = time.perf_counter()
+    again = elir_cli.load_model(path, device="cpu", backend="openvino", log=messages.append)
+    with torch.inference_mode():
+        again(x)
+    second_s = time.perf_counter() - started
+    del again
+    fp32 = elir_cli.load_model(path, device="cpu", precision="fp32", backend="openvino")
+    record = read_calibration(sha256_file(path), auto.precision, "cpu-openvino")
+    info = {"precision": auto.precision, "first_load_s": first_s, "cached_load_s": second_s, "messages": messages,
+            "calibration_db": None if record is None else record.psnr_db,
+            "calibration_s": None if record is None else record.seconds}
+    return auto, fp32, info
+
+
 def bench_task(task: str, defaults: DefaultsProcess, probe: MatmulProbe, gfpgan: Callable[[], object] | None,
                runs: int, bf16_probe: "MatmulProbe | None" = None, folder: Path | None = None,
-               with_onnx: bool = False, threads: int = 2) -> dict[str, object]:
+               with_onnx: bool = False, threads: int = 2, with_openvino: bool = False) -> dict[str, object]:
     """Round-robin rounds (matmuls, ours fp32, auto via API and command, reference, GFPGAN both
     ways for bfr, onnxruntime), then stages, FLOPs and bf16."""
     model, x, noise = task_inputs(task)
@@ -282,6 +313,11 @@ def bench_task(task: str, defaults: DefaultsProcess, probe: MatmulProbe, gfpgan:
         contenders["auto_command"] = lambda: once(lambda: auto_cmd(x, noise=noise))
     if with_onnx and folder is not None:
         contenders["onnxruntime"], onnx_info = onnx_contender(task, folder, threads, x, noise)
+    ov_info = None
+    if with_openvino and folder is not None:
+        ov_auto, ov_fp32, ov_info = openvino_models(task, folder)
+        contenders["openvino_auto"] = lambda: once(lambda: ov_auto(x, noise=noise))
+        contenders["openvino_fp32"] = lambda: once(lambda: ov_fp32(x, noise=noise))
     if task == "bfr" and gfpgan is not None and "gfpgan" in defaults.names:
         contenders["gfpgan"] = lambda: defaults.run("gfpgan")
         contenders["gfpgan_our_settings"] = lambda: once(gfpgan)
@@ -305,6 +341,9 @@ def bench_task(task: str, defaults: DefaultsProcess, probe: MatmulProbe, gfpgan:
         if onnx_info is not None:
             got = onnx_info.pop("session").run(["restored"], onnx_info.pop("feed"))[0]
             onnx_info["max_abs_diff_vs_ours"] = float((torch.from_numpy(got) - y.clamp(0, 1)).abs().max())
+        if ov_info is not None:
+            ov_info["max_abs_diff_fp32_vs_ours"] = (ov_fp32(x, noise=noise) - y).abs().max().item()
+            ov_info["max_abs_diff_auto_vs_ours"] = (ov_auto(x, noise=noise) - y).abs().max().item()
         xc = x.contiguous(memory_format=torch.channels_last)
         z = model.encode(xc)
         zm = model.coarse(z)
@@ -335,7 +374,10 @@ def bench_task(task: str, defaults: DefaultsProcess, probe: MatmulProbe, gfpgan:
             "auto_command": stats_of(times["auto_command"]) if "auto_command" in times else None,
             "auto_diff": auto_diff, "calibration": calib, "bf16_probe_gflops": bf16_rates,
             "onnxruntime": stats_of(times["onnxruntime"]) if "onnxruntime" in times else None,
-            "onnx": onnx_info}
+            "onnx": onnx_info,
+            "openvino_auto": stats_of(times["openvino_auto"]) if "openvino_auto" in times else None,
+            "openvino_fp32": stats_of(times["openvino_fp32"]) if "openvino_fp32" in times else None,
+            "openvino": ov_info}
 
 
 def summarise(row: dict[str, object], peak: float) -> None:
@@ -388,6 +430,7 @@ def report(rows: list[dict[str, object]], peak: float, n_probes: int, bf16_peak:
                       f"({g['median'] / r['optimised']['median']:.2f}x; paired by round "
                       f"{statistics.median(gg / o for gg, o in zip(g['runs'], r['optimised']['runs'])):.2f}x)")
     auto_report(rows)
+    openvino_report(rows)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 
@@ -426,6 +469,29 @@ def auto_report(rows: list[dict[str, object]]) -> None:
                   f"vs auto {paired(o['runs'], r['auto_api']['runs']):.2f}x, vs eager {paired(o['runs'], r['reference']['runs']):.2f}x")
 
 
+def openvino_report(rows: list[dict[str, object]]) -> None:
+    """The OpenVINO backend against our auto path, our fp32 and the eager reference, same rounds."""
+    rows = [r for r in rows if r.get("openvino_auto")]
+    if not rows:
+        return
+    print(f"\n{'task':<11}{'ov auto s':>10}{'prec':>6}{'x eager':>8}{'vs auto':>8}{'%bf16pk':>8}{'ov fp32 s':>10}"
+          f"{'vs fp32':>8}{'|d|fp32':>9}{'|d|auto':>8}{'calib dB':>9}{'1st load':>9}{'cached':>7}")
+    for r in rows:
+        ova, ovf, info = r["openvino_auto"], r["openvino_fp32"], r["openvino"]
+        rates = r["bf16_probe_gflops"] or [float("nan")]
+        peak_frac = statistics.median(r["gflop"] / t / rate for t, rate in zip(ova["runs"], rates))
+        calib = info["calibration_db"]
+        print(f"{r['task']:<11}{ova['median']:>10.3f}{info['precision']:>6}{paired(ova['runs'], r['reference']['runs']):>8.2f}"
+              f"{paired(ova['runs'], r['auto_api']['runs']):>8.2f}{100 * peak_frac:>7.0f}%{ovf['median']:>10.3f}"
+              f"{paired(ovf['runs'], r['optimised']['runs']):>8.2f}{info['max_abs_diff_fp32_vs_ours']:>9.1e}"
+              f"{info['max_abs_diff_auto_vs_ours']:>8.3f}{float('nan') if calib is None else calib:>9.1f}"
+              f"{info['first_load_s']:>8.1f}s{info['cached_load_s']:>6.1f}s")
+    print("(ov auto: elir_cli.load_model(path, backend='openvino'), calibrated against PyTorch fp32; x eager, vs auto "
+          "(our torch auto path), vs fp32 (our torch fp32): medians of per-round ratios, < 1 = OpenVINO faster; "
+          "|d|: max |OpenVINO - our torch fp32|; 1st load: convert + compile + calibrate + first call; "
+          "cached: a second load and first call from the cache)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=task_names(), choices=task_names())
@@ -434,6 +500,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/model.json"))
     parser.add_argument("--no-auto", action="store_true", help="skip the --precision auto paths")
     parser.add_argument("--onnx", action="store_true", help="also export each task and time onnxruntime")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also time the OpenVINO backend (auto and fp32; pip install 'elir-cli[openvino]')")
     parser.add_argument("--no-gfpgan", action="store_true", help="skip the GFPGAN comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -455,7 +523,7 @@ def main() -> None:
         rows = []
         for task in args.tasks:
             rows.append(bench_task(task, defaults, probe, gfpgan, args.runs, bf16_probe=bf16_probe, folder=folder,
-                                   with_onnx=args.onnx, threads=args.threads))
+                                   with_onnx=args.onnx, threads=args.threads, with_openvino=args.openvino))
             print(f"{task}: ours {rows[-1]['optimised']['median']:.3f} s, eager {rows[-1]['reference']['median']:.3f} s")
     finally:
         defaults.close()

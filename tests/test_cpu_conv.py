@@ -46,6 +46,23 @@ def test_fused_conv_equals_conv_then_ops(act: str, with_add: bool, kernel: int, 
     assert (got - expected).abs().max().item() < 1e-5
 
 
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_per_channel_shift_is_folded_into_the_bias_and_a_batched_one_added(bias: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 40, 3, padding=1, bias=bias).to(memory_format=CL)
+    x = torch.randn(2, 24, 19, 26).contiguous(memory_format=CL)
+    add = torch.randn(2, 40, 19, 26).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        for shift in (torch.randn(1, 40), torch.randn(2, 40)):
+            expected = plain(x, conv, "none", add) + shift[:, :, None, None]
+            got = conv2d_act(x, conv, "none", add, shift=shift)
+            assert (got - expected).abs().max().item() < 1e-5
+        one = torch.randn(1, 40)  # one shift for the batch: a single fused call, no separate add
+        assert onednn_calls(lambda: conv2d_act(x, conv, "none", add, shift=one)) == 1
+        assert op_calls(lambda: conv2d_act(x, conv, "none", add, shift=one), "aten::add_") == 0
+
+
 def op_calls(fn, prefix: str) -> int:  # type: ignore[no-untyped-def]
     from torch.profiler import ProfilerActivity, profile
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import typer
 
-from elir_cli.registry.choices import Device, Ext, Precision, TaskName  # noqa: F401 (the commands use opt.X)
+from elir_cli.registry.choices import Backend, Device, Ext, Precision, TaskName  # noqa: F401 (the commands use opt.X)
 
 
 class Engine(str, Enum):
@@ -37,6 +37,7 @@ Fidelity = Annotated[float, typer.Option("--fidelity", min=0.0, max=1.0, help="0
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for repeatable results (same seed, same bytes).", rich_help_panel=MODEL)]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; the device used is reported.", rich_help_panel=MODEL)]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto (default): bf16 on CPUs with native bf16 (AMX/AVX512-BF16), bf16/fp16 on CUDA, fp32 elsewhere, once a calibration per weights file shows it restores like fp32 (>= 45 dB); fp32 is exact to the authors; fp16/bf16 force one where the device supports it.", rich_help_panel=MODEL)]
+BackendOpt = Annotated[Backend, typer.Option("--backend", help="Who runs the network: torch (default), or openvino on the CPU (pip install \"elir-cli[openvino]\"; converted and compiled once per weights file, precision and input size, then cached).", rich_help_panel=MODEL)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces restored at once; it bounds memory (default: 1 on the CPU, where batching is not faster; 4 on a GPU).", rich_help_panel=MODEL)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model: the first face compiles it (minutes on a small CPU); may pay on a GPU over a long batch.", rich_help_panel=MODEL)]
 Upscale = Annotated[Optional[int], typer.Option("--upscale", min=1, max=16, help="Output scale (default: the task's).", rich_help_panel=OUTPUT)]
@@ -79,6 +80,7 @@ class RestoreOptions:
     seed: Seed = None
     device: DeviceOpt = Device.auto
     precision: PrecisionOpt = Precision.auto
+    backend: BackendOpt = Backend.torch
     batch_size: BatchSize = None
     compile: Compile = False
     upscale: Upscale = None
@@ -107,7 +109,7 @@ class RestoreOptions:
         values = {f.name: getattr(self, f.name) for f in fields(RestoreSettings)
                   if f.name in self.__dataclass_fields__}
         values["face_indices"] = parse_face_indices(self.faces)
-        for key in ("task", "device", "precision", "ext"):
+        for key in ("task", "device", "precision", "backend", "ext"):
             values[key] = values[key].value
         return RestoreSettings(**values)
 

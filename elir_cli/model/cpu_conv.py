@@ -147,14 +147,21 @@ def packed_weight(conv: nn.Conv2d, input_shape: torch.Size) -> torch.Tensor:
 
 
 def conv2d_act(x: torch.Tensor, conv: nn.Conv2d, act: Activation = "none",
-               add: torch.Tensor | None = None) -> torch.Tensor:
-    """``act(conv(x) + add)``, fused by oneDNN on the CPU when it applies.
+               add: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(conv(x) + shift + add)``, fused by oneDNN on the CPU when it applies.
 
-    ``add`` must have the conv output's shape. Without autograd the plain path
-    works in place on the fresh conv output.
+    ``add`` must have the conv output's shape; ``shift`` is per channel,
+    (B|1, out), broadcast over H and W (the vector field's time embedding).
+    On the fused path a (1, out) shift is folded into the conv's bias, so it
+    costs no pass over the output. Without autograd the plain path works in
+    place on the fresh conv output.
     """
-    if _fast_path(x, conv, add):
-        args = (conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    if _fast_path(x, conv, add) and (shift is None or shift.shape[0] == 1):
+        bias = conv.bias
+        if shift is not None:
+            shift = shift[0].to(x.dtype)
+            bias = shift if bias is None else bias + shift
+        args = (bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         weight = packed_weight(conv, x.shape)
         if add is None:
             return torch.ops.mkldnn._convolution_pointwise(x, weight, *args, ONEDNN_ACTIVATION[act], [], "")
@@ -163,6 +170,9 @@ def conv2d_act(x: torch.Tensor, conv: nn.Conv2d, act: Activation = "none",
         return F.silu(h, inplace=True) if act == "silu" else h
     inplace = not torch.is_grad_enabled()
     h = conv(x)
+    if shift is not None:
+        shift = shift[:, :, None, None].to(h.dtype)  # (B|1, out, 1, 1)
+        h = h.add_(shift) if inplace else h + shift
     if add is not None:
         h = h.add_(add) if inplace else h + add
     if act == "relu":

@@ -29,6 +29,11 @@ LATENT_FACTOR = 8
 class ElirModel(nn.Module):
     """The whole ELIR restorer for one task configuration."""
 
+    # Who runs the four networks: "torch", or "openvino" (openvino_backend.to_openvino,
+    # which also sets the precision OpenVINO computes in).
+    backend: str = "torch"
+    backend_precision: str | None = None
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -105,11 +110,16 @@ class ElirModel(nn.Module):
     @property
     def precision(self) -> str:
         """The precision the network computes in: ``fp32``, ``bf16`` or ``fp16``."""
+        if self.backend_precision is not None:
+            return self.backend_precision
         return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.compute_dtype]
 
     @property
     def is_channels_last(self) -> bool:
-        weight = self.enc.layers[0].weight
+        layers = getattr(self.enc, "layers", None)  # None: not a PyTorch encoder (openvino backend)
+        if layers is None:
+            return False
+        weight = layers[0].weight
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     def _autocast(self, device: torch.device) -> "contextlib.AbstractContextManager[object]":

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Literal
 from elir_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from .elir import ElirModel
@@ -27,6 +29,10 @@ DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 PrecisionName = Literal["auto", "fp32", "fp16", "bf16"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+# Who runs the networks: PyTorch, or OpenVINO's CPU plugin (openvino_backend, an optional extra).
+BACKENDS: tuple[str, ...] = ("torch", "openvino")
+TORCH = "torch"
+OPENVINO = "openvino"
 AUTO = "auto"
 
 # glibc mallopt parameters (malloc.h)
@@ -53,6 +59,7 @@ class Runtime:
     # True when the precision was chosen by ``auto``: a reduced one is then used
     # only once calibration has shown it safe for the weights (pipeline.calibration).
     auto: bool = False
+    backend: str = TORCH
 
     @property
     def precision(self) -> str:
@@ -61,7 +68,14 @@ class Runtime:
         return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.compute_dtype]
 
     def describe(self) -> str:
-        return f"{self.device.type} ({self.precision}{', auto' if self.auto else ''})"
+        backend = ", openvino" if self.backend == OPENVINO else ""
+        return f"{self.device.type} ({self.precision}{', auto' if self.auto else ''}{backend})"
+
+    @property
+    def calibration_kind(self) -> str:
+        """The device kind calibration records are kept under: the device, and the backend
+        when it is not PyTorch (OpenVINO's bf16 rounds differently from PyTorch's)."""
+        return self.device.type if self.backend == TORCH else f"{self.device.type}-{self.backend}"
 
 
 def resolve_device(name: str = "auto") -> "torch.device":
@@ -144,23 +158,45 @@ def resolve_precision(name: str, device: "torch.device") -> "torch.dtype | None"
     return torch.float16 if name == "fp16" else torch.bfloat16
 
 
-def resolve_runtime(device: str = "auto", precision: str = AUTO) -> Runtime:
-    dev = resolve_device(device)
-    return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO)
+def resolve_runtime(device: str = "auto", precision: str = AUTO, backend: str = TORCH) -> Runtime:
+    check_backend(backend, device)
+    dev = resolve_device("cpu" if backend == OPENVINO and device == AUTO else device)
+    return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO,
+                   backend=backend)
 
 
-def runtime_for(device: "str | torch.device", precision: str = AUTO) -> Runtime:
+def runtime_for(device: "str | torch.device", precision: str = AUTO, backend: str = TORCH) -> Runtime:
     """Like :func:`resolve_runtime`, also for a ``torch.device`` (or ``"cuda:1"``) as given."""
     import torch
 
     if isinstance(device, str) and device in DEVICES:
-        return resolve_runtime(device, precision)
+        return resolve_runtime(device, precision, backend)
     dev = torch.device(device)
-    return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO)
+    check_backend(backend, dev.type)
+    return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO,
+                   backend=backend)
+
+
+def check_backend(backend: str, device: str) -> None:
+    """Refuse an unknown backend, OpenVINO on a device other than the CPU, or OpenVINO not installed."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}", hint=f"choose one of: {', '.join(BACKENDS)}")
+    if backend == OPENVINO:
+        if device not in (AUTO, "cpu"):
+            raise UsageError(f"the openvino backend runs on the CPU, not {device}",
+                             hint="use --device cpu (or auto), or --backend torch")
+        from .openvino_backend import require_openvino
+
+        require_openvino()
 
 
 def fp32_runtime(runtime: Runtime) -> Runtime:
-    """The same device in float32 (what a failed calibration falls back to)."""
+    """The same device and backend in float32 (what a failed calibration falls back to)."""
+    return Runtime(device=runtime.device, compute_dtype=None, auto=runtime.auto, backend=runtime.backend)
+
+
+def torch_fp32_runtime(runtime: Runtime) -> Runtime:
+    """The same device in float32 on PyTorch: the reference calibration compares with."""
     return Runtime(device=runtime.device, compute_dtype=None, auto=runtime.auto)
 
 
@@ -231,8 +267,14 @@ def tune_cpu_allocator() -> bool:
     return ok
 
 
-def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False) -> "ElirModel":
+def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False,
+                  openvino_cache: "Path | None" = None) -> "ElirModel":
     """Inference-ready: eval, no grads, on the device, channels-last, at the runtime's precision.
+
+    On the openvino backend the networks are handed to OpenVINO
+    (:func:`.openvino_backend.to_openvino`), cached in ``openvino_cache`` (the
+    weights file's folder in the store; None: not cached); ``model`` stays
+    the float32 PyTorch model it was.
 
     On the CPU the allocator is tuned (:func:`tune_cpu_allocator`) and a bf16
     model gets its weights cast to bf16 once: under autocast they were cast
@@ -245,6 +287,13 @@ def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False
 
     if runtime.device.type == "cpu":
         tune_cpu_allocator()
+    if runtime.backend == OPENVINO:
+        if compile:
+            raise UsageError("--compile is for the torch backend; the openvino backend compiles its own way",
+                             hint="drop --compile, or use --backend torch")
+        from .openvino_backend import to_openvino
+
+        return to_openvino(model.eval().requires_grad_(False), runtime.precision, cache_dir=openvino_cache)
     model = model.eval().requires_grad_(False).to(runtime.device)
     if runtime.device.type == "cpu" and runtime.compute_dtype == torch.bfloat16:
         model = model.to(torch.bfloat16)

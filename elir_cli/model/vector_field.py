@@ -51,10 +51,11 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.block = nn.Sequential(nn.GroupNorm(GROUPS, n_in), nn.SiLU(), nn.Conv2d(n_in, n_out, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        """``conv(silu(norm(x))) (+ add)``; the add is fused into the conv where possible."""
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None,
+                shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``conv(silu(norm(x))) (+ shift per channel) (+ add)``; both fused into the conv where possible."""
         h = F.silu(self.block[0](x), inplace=not torch.is_grad_enabled())  # on the fresh norm output
-        return conv2d_act(h, self.block[2], add=add)
+        return conv2d_act(h, self.block[2], add=add, shift=shift)
 
 
 class ResidualBlock(nn.Module):
@@ -68,8 +69,7 @@ class ResidualBlock(nn.Module):
         self.conv2d = nn.Conv2d(n_in, n_out, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.block1(x)
-        h += self.mlp(emb)[:, :, None, None]  # (B|1, out) broadcast over H, W
+        h = self.block1(x, shift=self.mlp(emb))  # + mlp(emb), (B|1, out) broadcast over H, W
         return self.block2(h, add=conv2d_act(x, self.conv2d))
 
 

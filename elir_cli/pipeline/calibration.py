@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from elir_cli.registry.store import CalibrationRecord, read_calibration, sha256_file, write_calibration
+from elir_cli.registry.store import (CalibrationRecord, openvino_cache_dir, read_calibration, sha256_file,
+                                     write_calibration)
 from elir_cli.registry.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -152,6 +153,14 @@ def measure(model_fp32: "ElirModel", model_reduced: "ElirModel", inputs: np.ndar
     return [psnr_db(a, b) for a, b in zip(reference, reduced)]
 
 
+def prepare(model: "ElirModel", runtime: "Runtime", sha256: str | None) -> "ElirModel":
+    """``runtime.prepare_model``, with the OpenVINO cache of the weights file with ``sha256``."""
+    from elir_cli.model.runtime import OPENVINO, prepare_model
+
+    cache = openvino_cache_dir(sha256) if runtime.backend == OPENVINO and sha256 else None
+    return prepare_model(model, runtime, openvino_cache=cache)
+
+
 def choose_precision(model: "ElirModel", runtime: "Runtime", *, weights: Path | None, sha256: str | None = None,
                      task: str | None = None, force: bool = False, log: Log | None = None,
                      faces: list[np.ndarray] | None = None) -> Choice:
@@ -159,37 +168,44 @@ def choose_precision(model: "ElirModel", runtime: "Runtime", *, weights: Path | 
 
     Only a runtime chosen by ``auto`` with a reduced precision is calibrated;
     any other is prepared as asked. A recorded result for the file is reused
-    unless ``force``. ``log`` receives the one-line progress and notes.
+    unless ``force``. ``log`` receives the one-line progress and notes. On
+    the openvino backend the reduced precision is OpenVINO's, compared with
+    PyTorch float32 (the authors' arithmetic), and the fallback is OpenVINO
+    float32; its records are kept apart (``runtime.calibration_kind``).
     """
-    from elir_cli.model.runtime import fp32_runtime, prepare_model
+    from elir_cli.model.runtime import OPENVINO, fp32_runtime, prepare_model, torch_fp32_runtime
 
     say = log or (lambda message: None)
+    if sha256 is None and weights is not None and (runtime.backend == OPENVINO or (
+            runtime.auto and runtime.compute_dtype is not None)):
+        sha256 = sha256_file(weights)
     if runtime.compute_dtype is None or not runtime.auto:
-        return Choice(prepare_model(model, runtime), runtime, None)
+        return Choice(prepare(model, runtime, sha256), runtime, None)
     task = task or model.task
     fallback = fp32_runtime(runtime)
     if task is None:
         note = "float32: the weights do not say their task, so the reduced precision could not be calibrated"
-        return Choice(prepare_model(model, fallback), fallback, None, note)
-    device_kind = runtime.device.type
-    if sha256 is None and weights is not None:
-        sha256 = sha256_file(weights)
+        return Choice(prepare(model, fallback, sha256), fallback, None, note)
+    device_kind = runtime.calibration_kind
     record = None if force or sha256 is None else read_calibration(sha256, runtime.precision, device_kind)
     if record is not None:
         if record.passed:
-            return Choice(prepare_model(model, runtime), runtime, record)
-        fp32 = prepare_model(model, fallback)
-        return Choice(fp32, fallback, record, _failed_note(record))
-    fp32 = prepare_model(model, fallback)
+            return Choice(prepare(model, runtime, sha256), runtime, record)
+        return Choice(prepare(model, fallback, sha256), fallback, record, _failed_note(record))
+    on_openvino = runtime.backend == OPENVINO
+    reference = prepare_model(model, torch_fp32_runtime(runtime))
+    what = f"{runtime.precision}{' (openvino)' if on_openvino else ''}"
     started = time.perf_counter()
     try:
         inputs = calibration_set(task, faces)
-        say(f"Calibrating {runtime.precision} on {device_kind} for these weights ({len(inputs)} images, "
+        say(f"Calibrating {what} on {runtime.device.type} for these weights ({len(inputs)} images, "
             "once per weights file)...")
-        reduced = prepare_model(copy.deepcopy(fp32), runtime)
-        per_image = measure(fp32, reduced, inputs, runtime.device)
+        # OpenVINO converts the float32 modules and leaves them as they are; PyTorch casts a copy.
+        reduced = prepare(reference if on_openvino else copy.deepcopy(reference), runtime, sha256)
+        per_image = measure(reference, reduced, inputs, runtime.device)
     except (FileNotFoundError, OSError, RuntimeError, ValueError, MemoryError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        fp32 = prepare(reference, fallback, sha256) if on_openvino else reference
         return Choice(fp32, fallback, None,
                       f"float32: the {runtime.precision} calibration could not run ({first})")
     seconds = time.perf_counter() - started
@@ -202,11 +218,12 @@ def choose_precision(model: "ElirModel", runtime: "Runtime", *, weights: Path | 
             write_calibration(record)
         except OSError as exc:  # a read-only cache: use the result now, calibrate again next time
             say(f"Note: the calibration result could not be recorded ({exc})")
-    say(f"Calibrated in {seconds:.1f} s: {runtime.precision} vs fp32 {record.psnr_db:.1f} dB "
-        f"(threshold {THRESHOLD_DB:.0f}) -> {'using ' + runtime.precision if record.passed else 'fp32'}")
+    say(f"Calibrated in {seconds:.1f} s: {what} vs fp32 {record.psnr_db:.1f} dB "
+        f"(threshold {THRESHOLD_DB:.0f}) -> {'using ' + what if record.passed else 'fp32'}")
     if record.passed:
         return Choice(reduced, runtime, record)
     del reduced
+    fp32 = prepare(reference, fallback, sha256) if on_openvino else reference
     return Choice(fp32, fallback, record, _failed_note(record))
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 HASH_CHUNK = 1 << 20
 # The settings that decide which models a FileRestorer loads (FileRestorer.sharing).
-MODEL_FIELDS = ("task", "weights", "device", "precision", "compile", "bg_task", "detector", "batch_size")
+MODEL_FIELDS = ("task", "weights", "device", "precision", "backend", "compile", "bg_task", "detector", "batch_size")
 COMPARE_SUFFIX = "_compare"
 FACES_DIR_BEFORE = "before"
 FACES_DIR_AFTER = "after"
@@ -47,6 +47,7 @@ class RestoreSettings:
     weights: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "torch"  # or "openvino" (runtime.BACKENDS)
     steps: int | None = None
     fidelity: float = 1.0
     seed: int | None = None
@@ -167,7 +168,7 @@ class FileRestorer:
     def runtime(self) -> "Runtime":
         from elir_cli.model.runtime import resolve_runtime
 
-        return resolve_runtime(self.settings.device, self.settings.precision)
+        return resolve_runtime(self.settings.device, self.settings.precision, self.settings.backend)
 
     @cached_property
     def batch_size(self) -> int:
@@ -239,12 +240,16 @@ class FileRestorer:
 
         from .calibration import choose_precision
 
+        if self.settings.compile and self.runtime.backend != "torch":
+            raise UsageError("--compile is for the torch backend; the openvino backend compiles its own way",
+                             hint="drop --compile, or use --backend torch")
         path = self._weights_file(source, task)
         model = load_model(path, task=task)
         if model.task and model.task != task:
             raise UsageError(f"the weights {path} are for task {model.task!r}, not {task!r}")
         sha256 = None
-        if self.runtime.auto and self.runtime.compute_dtype is not None:  # only calibration needs it now
+        # Only calibration and the OpenVINO cache need it now.
+        if (self.runtime.auto and self.runtime.compute_dtype is not None) or self.runtime.backend != "torch":
             sha256 = recorded_sha256(path, task)
             if source == (self.settings.weights or self.settings.task):
                 self._weights_sha256 = sha256
@@ -301,7 +306,8 @@ class FileRestorer:
             return f"{self.settings.device} ({self.settings.precision}), nothing loaded"
         if self._model is None:
             return self.runtime.describe()
-        return f"{self.runtime.device.type} ({self._model.precision}{', auto' if self.runtime.auto else ''})"
+        backend = ", openvino" if self.runtime.backend == "openvino" else ""
+        return f"{self.runtime.device.type} ({self._model.precision}{', auto' if self.runtime.auto else ''}{backend})"
 
     @property
     def _runtime_resolved(self) -> bool:

@@ -23,13 +23,16 @@ logger = logging.getLogger("elir_cli")
 
 
 def load_model(source: "str | os.PathLike[str]", task: str | None = None, device: "str | torch.device" = "cpu",
-               precision: str = "auto", *, log: Callable[[str], None] | None = None) -> "ElirModel":
+               precision: str = "auto", *, backend: str = "torch", log: Callable[[str], None] | None = None) -> "ElirModel":
     """Load ELIR from a weights file or a task name, ready for inference.
 
     ``precision``: ``auto`` (bf16 on CPUs with native bf16, bf16/fp16 on CUDA,
     fp32 elsewhere, each used only once calibration has shown it safe for these
     weights), or ``fp32`` / ``bf16`` / ``fp16`` as given (refused where the
-    device lacks it). The precision used is ``model.precision``. ``log``
+    device lacks it). The precision used is ``model.precision``. ``backend``:
+    ``torch``, or ``openvino`` (CPU only, ``pip install "elir-cli[openvino]"``;
+    its converted and compiled networks are cached per weights file in the
+    store). ``log``
     receives the calibration's one-line messages (default: the ``elir_cli``
     logger).
     """
@@ -38,7 +41,7 @@ def load_model(source: "str | os.PathLike[str]", task: str | None = None, device
 
     from .calibration import choose_precision
 
-    runtime = runtime_for(device, precision)  # a bad precision fails before the weights are read
+    runtime = runtime_for(device, precision, backend)  # a bad precision fails before the weights are read
     path = weights_path(source)
     if task is None and path != Path(source):  # a task name
         task = str(source)

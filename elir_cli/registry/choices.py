@@ -28,6 +28,11 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    openvino = "openvino"
+
+
 class Ext(str, Enum):
     auto = "auto"
     png = "png"

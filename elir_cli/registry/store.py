@@ -289,6 +289,11 @@ class CalibrationRecord:
     recorded_at: str = ""
 
 
+def openvino_cache_dir(sha256: str) -> Path:
+    """The OpenVINO backend's converted and compiled models for the weights file with this sha256."""
+    return elir_cache_dir() / "openvino" / sha256
+
+
 def calibration_path(sha256: str, precision: str, device_kind: str) -> Path:
     return elir_cache_dir() / "records" / "calibration" / f"{sha256}.{precision}.{device_kind}.json"
 
