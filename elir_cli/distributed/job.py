@@ -32,7 +32,7 @@ from elir_cli.errors import ElirError
 from elir_cli.pipeline.batch import BatchItem, BatchSummary
 from elir_cli.pipeline.files import FileRecord, FileRestorer, RestoreSettings
 from .cluster import RayOptions, RayUnavailableError, import_ray, ray_session
-from .precision import decide_precision
+from .precision import decide_precision, workers_device
 from .storage import Folder, RemoteItem, existing_outputs, finished_output, open_folder, plan_folders
 from .worker import EXACT, FACES_KEY, INDEX, OUTPUT, SRC, ModelWorker, record_from_row
 
@@ -128,6 +128,10 @@ def run_ray_batch(settings: RestoreSettings, items: "list[BatchItem] | StoragePl
     result.settings = restorer.describe()
     if decision is not None:  # what the workers ran, not what this process would resolve
         result.settings["device"] = decision.device
+    if rows and result.settings.get("batch_size") is None:  # the workers' batch, as a local run reports its own
+        from elir_cli.model.runtime import auto_batch_size
+
+        result.settings["batch_size"] = auto_batch_size(workers_device(settings, options))
     return result
 
 
