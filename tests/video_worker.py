@@ -4,7 +4,7 @@
 
 Prints the record as JSON, plus the process's peak RSS (``max_rss_kb``) and its RSS just
 before the run, with the libraries imported (``start_rss_kb``): the run's own growth is
-the difference.
+the difference; ``segment_peaks_kb``: the peak RSS when each segment was finished.
 """
 
 from __future__ import annotations
@@ -60,7 +60,17 @@ def main() -> None:
     import cv2  # noqa: F401
     import torch  # noqa: F401
 
+    from elir_cli.video.segments import Parts
+
     start_rss_kb = _rss_kb()
+    segment_peaks: list[int] = []
+    save = Parts.save
+
+    def save_and_note(parts, manifest):  # type: ignore[no-untyped-def]
+        save(parts, manifest)
+        segment_peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    Parts.save = save_and_note  # type: ignore[method-assign]
     settings = RestoreSettings(task="denoising", seed=0, aligned=args.aligned)
     record = restore_video(args.src, args.dst, settings=settings, restorer=pattern_restorer(args.sleep),
                            options=VideoOptions(segment_seconds=args.segment, tracking=not args.no_tracking,
@@ -68,6 +78,7 @@ def main() -> None:
     data = record.to_json()
     data["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     data["start_rss_kb"] = start_rss_kb
+    data["segment_peaks_kb"] = segment_peaks
     print(json.dumps(data))
 
 
