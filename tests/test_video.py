@@ -357,3 +357,24 @@ def test_restore_array_takes_the_faces_it_is_given() -> None:
     assert np.array_equal(none.array, rgb) and none.faces == []
     with pytest.raises(UsageError, match="excludes detection"):
         restore_array(rgb, task="denoising", restorer=pattern_restorer(), faces=found, max_faces=1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")
+def test_trim_cpu_heap_gives_free_pages_back() -> None:
+    """With the tuned allocator (nothing trimmed) freed memory stays resident until trim_cpu_heap."""
+    from elir_cli.model.runtime import trim_cpu_heap, tune_cpu_allocator
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+    assert tune_cpu_allocator()
+    held = [np.ones(4_000_000, np.uint8) for _ in range(50)]  # 200 MB in the heap, pages touched
+    small = [np.ones(1000, np.uint8) for _ in range(50)]  # live blocks after them keep the heap's top
+    before_free = rss_mb()
+    del held
+    freed = rss_mb()
+    assert freed > before_free - 50  # freed but still resident (no trim threshold, no mmap)
+    assert trim_cpu_heap()
+    assert rss_mb() < freed - 150, (before_free, freed, rss_mb())
+    del small
