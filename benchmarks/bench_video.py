@@ -19,10 +19,13 @@ Parts (each can be skipped with its option set to 0):
   per-frame work and one model call on one torch thread each, interleaved
   (:func:`equal_threads`): a view of the share that the machine's load
   does not flatter.
-- ``--memory-seconds`` (default 1 and 10; 0 or none skips): 1920x1080 clips
+- ``--memory-seconds`` (default 10 and 40; 0 or none skips): 1920x1080 clips
   of those lengths at 5 fps, each restored in a fresh process (real detection
-  and tracking, a cheap stand-in restorer so that the 10 s clip stays quick);
-  peak RSS of each.
+  and tracking, a cheap stand-in restorer so that the long clip stays quick);
+  peak RSS of each, the RSS before the run and the peak as each 10 s segment
+  was finished. The shortest default is 10 s (50 frames) because x264 holds
+  ~45 frames of lookahead (~7 MB each at 1080p): a clip of fewer frames peaks
+  lower whatever its length (at 25 fps that is under 2 s).
 - ``--flicker`` (``--no-flicker`` skips; ~5 min on a loaded machine): a
   320x240 clip with sensor noise, restored by a tiny random ELIR (real noise
   path) per frame without tracking and with tracking; the flicker measure
@@ -165,7 +168,9 @@ def memory(folder: Path, seconds_list: list[float]) -> dict:
         if done.returncode:
             raise SystemExit(done.stderr[-2000:])
         data = json.loads(done.stdout.splitlines()[-1])
-        out[f"{seconds:g}s"] = {"frames": data["frames"], "peak_rss_mb": round(data["max_rss_kb"] / 1024, 1)}
+        out[f"{seconds:g}s"] = {"frames": data["frames"], "peak_rss_mb": round(data["max_rss_kb"] / 1024, 1),
+                                "start_rss_mb": round(data["start_rss_kb"] / 1024, 1),
+                                "segment_peaks_mb": [round(kb / 1024, 1) for kb in data["segment_peaks_kb"]]}
     return out
 
 
@@ -203,7 +208,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); on a shared, loaded machine 1 avoids OpenMP stalls")
-    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[1.0, 10.0],
+    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[10.0, 40.0],
                         help="lengths (s) of the 1080p memory clips; 0 (or nothing) skips the memory part")
     parser.add_argument("--no-flicker", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
@@ -247,6 +252,9 @@ def main() -> None:
             print("1080p peak RSS by length (stand-in restorer, real detection/tracking/encode): "
                   + ", ".join(f"{k}: {v['peak_rss_mb']} MB ({v['frames']} frames)" for k, v in m.items())
                   + f" (target < {MEMORY_TARGET_MB} MB and flat)")
+            for k, v in m.items():
+                print(f"  {k}: RSS before the run {v['start_rss_mb']} MB, peak when each segment was finished "
+                      f"{v['segment_peaks_mb']} MB")
         if not args.no_flicker:
             results["flicker"] = f = flicker_runs(folder)
             for name, row in f.items():

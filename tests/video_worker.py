@@ -2,7 +2,9 @@
 
     python video_worker.py SRC DST [--segment S] [--sleep S] [--no-tracking] [--aligned] [--crf N]
 
-Prints the record as JSON, plus the process's peak RSS (``max_rss_kb``).
+Prints the record as JSON, plus the process's peak RSS (``max_rss_kb``) and its RSS just
+before the run, with the libraries imported (``start_rss_kb``): the run's own growth is
+the difference; ``segment_peaks_kb``: the peak RSS when each segment was finished.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ def pattern_restorer(sleep: float = 0.0):  # type: ignore[no-untyped-def]
     return restore
 
 
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("src")
@@ -46,12 +56,29 @@ def main() -> None:
     from elir_cli.pipeline.files import RestoreSettings
     from elir_cli.video.stream import VideoOptions, restore_video
 
+    import av  # noqa: F401 - imported before start_rss_kb is taken, as are torch and cv2
+    import cv2  # noqa: F401
+    import torch  # noqa: F401
+
+    from elir_cli.video.segments import Parts
+
+    start_rss_kb = _rss_kb()
+    segment_peaks: list[int] = []
+    save = Parts.save
+
+    def save_and_note(parts, manifest):  # type: ignore[no-untyped-def]
+        save(parts, manifest)
+        segment_peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    Parts.save = save_and_note  # type: ignore[method-assign]
     settings = RestoreSettings(task="denoising", seed=0, aligned=args.aligned)
     record = restore_video(args.src, args.dst, settings=settings, restorer=pattern_restorer(args.sleep),
                            options=VideoOptions(segment_seconds=args.segment, tracking=not args.no_tracking,
                                                 crf=args.crf))
     data = record.to_json()
     data["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data["start_rss_kb"] = start_rss_kb
+    data["segment_peaks_kb"] = segment_peaks
     print(json.dumps(data))
 
 

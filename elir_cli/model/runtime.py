@@ -267,6 +267,34 @@ def tune_cpu_allocator() -> bool:
     return ok
 
 
+def trim_cpu_heap() -> bool:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``).
+
+    With :func:`tune_cpu_allocator`'s settings nothing is ever trimmed, so
+    free blocks stay resident; a long run that frees and allocates large
+    buffers in changing places (a video's encoder, opened again for every
+    segment) fragments the heap, and its resident size grows with the run's
+    length. Call this between units of work (a video segment), not per
+    frame: the next allocations fault their pages in again. Only on Linux with
+    glibc; returns whether memory was released.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return False
+    if trim is None:
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    return trim(0) == 1
+
+
 def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False,
                   openvino_cache: "Path | None" = None) -> "ElirModel":
     """Inference-ready: eval, no grads, on the device, channels-last, at the runtime's precision.
