@@ -28,6 +28,7 @@ import pytest
 av = pytest.importorskip("av", reason="the video tests need PyAV (pip install 'elir-cli[video,test]')")
 
 from cli_helpers import assert_one_line_error, run_elir, tiny_weights  # noqa: E402
+from torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
 from videoclips import (audio_packets, audio_samples, ffmpeg, ffmpeg_exe, frame_times, frames_rgb,  # noqa: E402
                         make_clip)
 from video_worker import pattern_restorer  # noqa: E402
@@ -45,16 +46,6 @@ FPS = 10
 FRAME = 1.0 / FPS
 AUDIO_TOLERANCE = 0.05  # s
 SETTINGS = RestoreSettings(task="denoising", seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("av", reason="the video tests need PyAV (pip install 'elir-cli[video,test]')")
 
+from torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
 from videoclips import ffmpeg_exe, make_clip  # noqa: E402
 from video_worker import pattern_restorer  # noqa: E402
 
@@ -26,16 +27,6 @@ PHOTO = ROOT / "tests" / "data" / "photos" / "faces" / "astronaut.png"
 SETTINGS = RestoreSettings(task="denoising", seed=0)
 needs_ffmpeg = pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg executable to make test clips "
                                   "(install imageio-ffmpeg or put ffmpeg on PATH)")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
