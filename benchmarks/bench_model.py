@@ -438,6 +438,12 @@ def paired(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
+def bf16_peak_fraction(row: dict[str, object], runs: list[float]) -> float:
+    """Median over rounds of a run's executed GFLOP/s against that round's bf16 matmul."""
+    rates = row["bf16_probe_gflops"] or [float("nan")]
+    return statistics.median(row["gflop"] / t / rate for t, rate in zip(runs, rates))
+
+
 def auto_report(rows: list[dict[str, object]]) -> None:
     """The default path (--precision auto) against the eager reference, the bf16 peak, the command."""
     rows = [r for r in rows if r.get("auto_api")]
@@ -447,8 +453,7 @@ def auto_report(rows: list[dict[str, object]]) -> None:
           f"{'cmd s':>7}{'api/cmd':>8}{'prec':>6}{'calib dB':>9}{'calib s':>8}{'max|d|':>8}")
     for r in rows:
         api, cmd, ref = r["auto_api"], r["auto_command"], r["reference"]
-        rates = r["bf16_probe_gflops"] or [float("nan")]
-        peak_frac = statistics.median(r["gflop"] / t / rate for t, rate in zip(api["runs"], rates))
+        peak_frac = bf16_peak_fraction(r, api["runs"])
         c = r["calibration"]
         rec = c["record"] or {}
         print(f"{r['task']:<11}{r['size']:>5}{ref['median']:>9.3f}{api['median']:>8.3f}"
@@ -478,8 +483,7 @@ def openvino_report(rows: list[dict[str, object]]) -> None:
           f"{'vs fp32':>8}{'|d|fp32':>9}{'|d|auto':>8}{'calib dB':>9}{'1st load':>9}{'cached':>7}")
     for r in rows:
         ova, ovf, info = r["openvino_auto"], r["openvino_fp32"], r["openvino"]
-        rates = r["bf16_probe_gflops"] or [float("nan")]
-        peak_frac = statistics.median(r["gflop"] / t / rate for t, rate in zip(ova["runs"], rates))
+        peak_frac = bf16_peak_fraction(r, ova["runs"])
         calib = info["calibration_db"]
         print(f"{r['task']:<11}{ova['median']:>10.3f}{info['precision']:>6}{paired(ova['runs'], r['reference']['runs']):>8.2f}"
               f"{paired(ova['runs'], r['auto_api']['runs']):>8.2f}{100 * peak_frac:>7.0f}%{ovf['median']:>10.3f}"
