@@ -9,6 +9,11 @@ unless ``--debug`` is given. This module imports nothing heavy.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line (or its type's name), cut at ``limit`` characters, for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 class ElirError(Exception):
     """Base class of every error elir-cli raises on purpose."""
 

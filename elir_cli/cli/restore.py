@@ -217,7 +217,9 @@ def batch(
     if engine is opt.Engine.local and ray_given:
         raise UsageError(f"{', '.join(ray_given)} {'needs' if len(ray_given) == 1 else 'need'} --engine ray",
                          hint="add --engine ray, or drop them")
-    urls = [where for where in (folder, output) if _is_url(where)]
+    from elir_cli.distributed.cluster import is_url
+
+    urls = [where for where in (folder, output) if is_url(where)]
     if urls and engine is opt.Engine.local:
         raise UsageError(f"{urls[0]} is a URL; the local engine reads and writes folders on this machine",
                          hint="add --engine ray (it reads and writes s3://, gs://, ... URLs), or give a local folder")
@@ -275,12 +277,6 @@ def batch(
         raise typer.Exit(130)
     if not summary.ok:
         raise typer.Exit(1)
-
-
-def _is_url(where: str) -> bool:
-    from elir_cli.distributed.cluster import URL_SCHEME
-
-    return bool(URL_SCHEME.match(where))
 
 
 def _batch_on_ray(console, settings, items, videos, done, flags, ray_options, *, show: bool):  # type: ignore[no-untyped-def]

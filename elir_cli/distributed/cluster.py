@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Iterator
 
-from elir_cli.errors import ElirError, UsageError
+from elir_cli.errors import ElirError, UsageError, first_line
 
 INSTALL_HINT = 'pip install "elir-cli[ray]"'
 CONNECT_TIMEOUT_S = 5.0
@@ -107,6 +107,10 @@ class Cluster:
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def is_url(path: str) -> bool:
+    return bool(URL_SCHEME.match(path))
+
+
 def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail in ``timeout`` seconds when nothing listens at ``host:port`` (``auto`` is Ray's to find)."""
     if address == "auto":
@@ -148,7 +152,7 @@ def ray_session(options: RayOptions) -> Iterator[Cluster]:
             try:
                 ray.init(address=options.address, **quiet)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise RayUnavailableError(f"cannot use the Ray cluster at {options.address}: {_first_line(exc)}",
+                raise RayUnavailableError(f"cannot use the Ray cluster at {options.address}: {first_line(exc)}",
                                           hint="check --ray-address, and that the cluster runs the same Ray "
                                                "version; or leave it out to start a local Ray instance") from None
             cluster = _describe(ray, local=False)
@@ -183,7 +187,3 @@ def _quiet_ray_data() -> None:
     context.print_on_execution_start = False
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
-from elir_cli.errors import ElirError
+from elir_cli.errors import ElirError, first_line
 from elir_cli.pipeline.batch import BatchItem, BatchSummary
 from elir_cli.pipeline.files import FileRecord, FileRestorer, RestoreSettings
 from .cluster import RayOptions, RayUnavailableError, import_ray, ray_session
@@ -119,7 +119,7 @@ def run_ray_batch(settings: RestoreSettings, items: "list[BatchItem] | StoragePl
                 summary.interrupted = True
             except ray.exceptions.RayError as exc:
                 summary.interrupted = True
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                first = first_line(exc)
                 result.error = RayUnavailableError(
                     f"the Ray job stopped after {len(records)} of {total} files: {first}",
                     hint="the outputs written so far are kept; run the same command again to resume")

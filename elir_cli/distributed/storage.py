@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from elir_cli.errors import ElirError, UsageError
+from elir_cli.errors import ElirError, UsageError, first_line
 from elir_cli.images.read import HEADER_BYTES, is_image_data
 from elir_cli.pipeline.batch import output_names
-from .cluster import INSTALL_HINT, URL_SCHEME, RayUnavailableError
+from .cluster import INSTALL_HINT, RayUnavailableError, is_url
 
 # File systems where a write is one upload that appears whole at its end (no rename needed).
 OBJECT_STORES = ("s3", "gcs")
@@ -48,10 +48,6 @@ CREDENTIALS_HINT = ("check the URL and the storage's credentials (for S3: AWS_PR
 
 class StorageError(ElirError):
     """A folder URL cannot be opened, listed, read or written."""
-
-
-def is_url(path: str) -> bool:
-    return bool(URL_SCHEME.match(path))
 
 
 @dataclass(frozen=True)
@@ -89,11 +85,11 @@ def open_folder(location: str) -> Folder:
     try:
         fs, root = FileSystem.from_uri(location)
     except (ArrowInvalid, ValueError) as exc:  # an unknown scheme, a malformed URL
-        raise UsageError(f"cannot open {location}: {_first_line(exc)}",
+        raise UsageError(f"cannot open {location}: {first_line(exc)}",
                          hint="SRC and DST are local folders or URLs of a file system pyarrow reads "
                               "(s3://, gs://, hdfs://, file://)") from None
     except OSError as exc:  # credentials, a bucket whose region cannot be found, the network
-        raise StorageError(f"cannot open {location}: {_first_line(exc)}", hint=CREDENTIALS_HINT) from None
+        raise StorageError(f"cannot open {location}: {first_line(exc)}", hint=CREDENTIALS_HINT) from None
     return Folder(url=location, fs=fs, root=root.rstrip("/"))
 
 
@@ -183,7 +179,7 @@ def write_new(folder: Folder, relative: str, data: bytes, *, overwrite: bool) ->
                 if folder.fs.get_file_info(temp).type != FileType.NotFound:
                     folder.fs.delete_file(temp)
     except OSError as exc:
-        raise StorageError(f"cannot write {folder.show(relative)}: {_first_line(exc)}") from exc
+        raise StorageError(f"cannot write {folder.show(relative)}: {first_line(exc)}") from exc
     return folder.show(relative)
 
 
@@ -201,7 +197,7 @@ def _check_output_folder(dst: Folder) -> None:
     try:
         info = dst.fs.get_file_info(top)
     except OSError as exc:
-        raise StorageError(f"cannot use the output folder {dst.url}: {_first_line(exc)}",
+        raise StorageError(f"cannot use the output folder {dst.url}: {first_line(exc)}",
                            hint=CREDENTIALS_HINT) from None
     if dst.object_store and info.type == FileType.NotFound:
         raise StorageError(f"the output bucket {top!r} of {dst.url} does not exist (or is not visible with "
@@ -220,7 +216,7 @@ def _list(folder: Folder, *, exclude: str | None, missing_ok: bool = False) -> l
         raise UsageError(f"{folder.url} is not a folder (nothing is there)",
                          hint="check the URL; elir batch takes a folder") from None
     except OSError as exc:
-        raise StorageError(f"cannot list {folder.url}: {_first_line(exc)}", hint=CREDENTIALS_HINT) from None
+        raise StorageError(f"cannot list {folder.url}: {first_line(exc)}", hint=CREDENTIALS_HINT) from None
     files = []
     for info in infos:
         if info.type != FileType.File or (exclude is not None and _inside(info.path, exclude)):
@@ -244,7 +240,3 @@ def _is_image(folder: Folder, relative: str) -> bool:
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

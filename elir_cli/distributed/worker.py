@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from elir_cli.errors import first_line
 from elir_cli.pipeline.files import FileRecord, FileRestorer, OutputName, RestoreSettings
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class ModelWorker:
             try:
                 data = read_bytes(src, relative)
             except OSError as exc:
-                raise StorageError(f"{shown}: cannot read: {_first_line(exc)}") from exc
+                raise StorageError(f"{shown}: cannot read: {first_line(exc)}") from exc
             record, _ = self.restorer.restore_file(
                 None, None, data=data, display_name=shown, faces_key=faces_key,
                 put=lambda suffix, payload: write_new(dst, output + suffix, payload, overwrite=overwrite))
@@ -129,7 +130,7 @@ class ModelWorker:
 def _failed(shown: str, exc: BaseException) -> FileRecord:
     last = traceback.extract_tb(exc.__traceback__)[-1:]
     where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
-    first = _first_line(exc)
+    first = first_line(exc)
     return FileRecord(input=shown, status="failed", error=f"{shown}: {type(exc).__name__}: {first}{where}",
                       hint="rerun with --debug on the local engine for the traceback and report it")
 
@@ -137,7 +138,3 @@ def _failed(shown: str, exc: BaseException) -> FileRecord:
 def record_from_row(row: Mapping[str, Any]) -> tuple[int, FileRecord]:
     """A status row back from a worker as (plan index, record)."""
     return int(row[INDEX]), FileRecord(**json.loads(str(row[RECORD])))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

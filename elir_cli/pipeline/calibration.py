@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from elir_cli.errors import first_line
 from elir_cli.registry.store import (CalibrationRecord, openvino_cache_dir, read_calibration, sha256_file,
                                      write_calibration)
 from elir_cli.registry.tasks import Task, get_task
@@ -204,7 +205,7 @@ def choose_precision(model: "ElirModel", runtime: "Runtime", *, weights: Path | 
         reduced = prepare(reference if on_openvino else copy.deepcopy(reference), runtime, sha256)
         per_image = measure(reference, reduced, inputs, runtime.device)
     except (FileNotFoundError, OSError, RuntimeError, ValueError, MemoryError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc, 200)
         fp32 = prepare(reference, fallback, sha256) if on_openvino else reference
         return Choice(fp32, fallback, None,
                       f"float32: the {runtime.precision} calibration could not run ({first})")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from elir_cli.errors import ElirError, OutputExistsError, UsageError
+from elir_cli.errors import ElirError, OutputExistsError, UsageError, first_line
 from elir_cli.registry.tasks import get_task
 
 if TYPE_CHECKING:
@@ -417,7 +417,7 @@ class FileRestorer:
         except (MemoryError, RuntimeError, ValueError, OSError) as exc:  # one file never stops the rest
             if os.environ.get("ELIR_DEBUG") == "1":
                 raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc)
             record.status = "failed"
             record.error = f"{record.input}: {type(exc).__name__}: {first}"
             record.hint = ("out of memory: try a smaller --upscale or --batch-size" if _is_oom(exc)

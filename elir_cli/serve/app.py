@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from elir_cli._version import __version__
+from elir_cli.errors import first_line
 
 from .config import ServeConfig
 from .errors import ApiError
@@ -65,7 +66,7 @@ def create_app(config: ServeConfig, *, service: Service | None = None,
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         service.log(f"error: {request.url.path}: {type(exc).__name__}: {first}")
         return JSONResponse({"error": f"{type(exc).__name__}: {first}"}, status_code=500)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from elir_cli.atomicwrite import write_bytes_atomic
-from elir_cli.errors import ElirError
+from elir_cli.errors import ElirError, first_line
 
 from .worker import Restored
 
@@ -146,7 +146,7 @@ class JobStore:
                 job.status, job.stage, job.error, job.hint = FAILED, FAILED, exc.message, exc.hint
                 return
             except Exception as exc:  # noqa: BLE001 - recorded on the job, like a batch's failed file
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                first = first_line(exc)
                 job.status, job.stage, job.error = FAILED, FAILED, f"{type(exc).__name__}: {first}"
                 return
             size = len(restored.data)
