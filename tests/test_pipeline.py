@@ -191,3 +191,68 @@ def test_inpainting_mask_must_fit_the_photo() -> None:
 def test_restorer_with_wrong_shape_is_an_error() -> None:
     with pytest.raises(ValueError, match="restorer must return"):
         restore_array(load("astronaut.png"), restorer=lambda x: x[:, :, :10], detector=shared_detector())
+
+
+def _eight_bit(rgb: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("case", ["one face", "nine faces", "two overlapping faces"])
+def test_eight_bit_path_matches_the_float_path_and_writes_only_the_boxes(case: str) -> None:
+    """restore_faces_uint8 (video frames): the float path's pixels within one 8-bit step,
+    outside the faces' paste boxes the input's bytes, and the input untouched."""
+    from elir_cli.faces.paste import boxes_overlap, paste_box
+    from elir_cli.pipeline.photo import restore_faces_uint8
+
+    from dataclasses import replace
+
+    rgb8 = _eight_bit(np.array(collage()[0]) if case == "nine faces" else load("grace_hopper.jpg"))
+    before = rgb8.copy()
+    rgb = rgb8.astype(np.float32) / 255.0
+    faces = shared_detector().detect(rgb8)
+    assert len(faces) == (9 if case == "nine faces" else 1)
+    if case == "two overlapping faces":  # the same face again, 40 px to the right
+        faces = [faces[0], replace(faces[0], landmarks=faces[0].landmarks + np.array([40.0, 0.0]))]
+
+    def darken(x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 + 0.1 * torch.linspace(0, 1, x.shape[-1])
+
+    whole = _eight_bit(restore_array(rgb, restorer=darken, faces=faces).array)
+    out, pasted = restore_faces_uint8(rgb8, faces, task="bfr", restorer=darken, batch_size=4)
+    assert np.array_equal(rgb8, before)
+    difference = np.abs(out.astype(int) - whole.astype(int))
+    assert difference.max() <= 1 and difference.mean() < 1e-3, (difference.max(), difference.mean())
+    boxes = [paste_box(crop_to_output(f.matrix, 1), 512, rgb8.shape[:2]) for f in pasted]
+    assert boxes_overlap(boxes) == (case == "two overlapping faces")
+    inside = np.zeros(rgb8.shape[:2], bool)
+    for x0, y0, x1, y1 in boxes:
+        inside[y0:y1, x0:x1] = True
+    assert np.array_equal(out[~inside], rgb8[~inside])
+    assert (out[inside] != rgb8[inside]).any(axis=1).mean() > 0.3  # the faces were pasted
+
+
+def test_eight_bit_canvas_blends_overlapping_faces_in_any_order() -> None:
+    from elir_cli.faces.paste import Uint8Canvas, paste_box
+
+    matrices = [np.array([[1.0, 0, -10], [0, 1.0, -20]]), np.array([[1.0, 0, -40], [0, 1.0, -25]])]
+    crops = [np.full((64, 64, 3), 0.2, np.float32), np.full((64, 64, 3), 0.8, np.float32)]
+    to_out = [crop_to_output(m, 1) for m in matrices]
+    boxes = [paste_box(m, 64, (120, 140)) for m in to_out]
+    results = []
+    for order in ([0, 1], [1, 0]):
+        canvas = Uint8Canvas(np.zeros((120, 140, 3), np.uint8), boxes)
+        for i in order:
+            canvas.paste(crops[i], to_out[i])
+        results.append(canvas.result())
+    assert np.array_equal(results[0], results[1])
+    assert np.abs(results[0][60, 55].astype(int) - 128).max() <= 1  # inside both: the mean of 0.2 and 0.8
+
+
+def test_eight_bit_path_refuses_what_it_cannot_do() -> None:
+    from elir_cli.errors import ImageError
+    from elir_cli.pipeline.photo import restore_faces_uint8
+
+    with pytest.raises(UsageError, match="scale 1"):
+        restore_faces_uint8(np.zeros((8, 8, 3), np.uint8), [], task="sr", restorer=identity)
+    with pytest.raises(ImageError, match="uint8"):
+        restore_faces_uint8(np.zeros((8, 8, 3), np.float32), [], task="bfr", restorer=identity)

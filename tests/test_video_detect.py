@@ -104,7 +104,8 @@ def test_only_the_model_runs_on_torchs_threads(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.parametrize("where", ["inside", "at the edge"])
 def test_restoring_the_faces_region_gives_the_whole_frames_result(photo: np.ndarray, where: str) -> None:
-    """Only the part of the frame the face crops read is converted and restored; same pixels out."""
+    """The 8-bit path (only the crops' windows read, only the paste boxes written) gives the
+    whole-frame float path's pixels, also where the crop is reflected at the frame's edge."""
     from elir_cli.pipeline.files import FileRestorer
     from elir_cli.video.frames import FrameRestorer
 

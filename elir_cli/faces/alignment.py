@@ -90,6 +90,8 @@ def warp_affine(src: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int], 
 
     Reads only the source region the output needs (plus a margin); when the
     output is smaller than the source region the source is area-averaged first.
+    An 8-bit source is read as float32 in [0, 1]: only that region is
+    converted (video frames stay 8-bit; see :func:`align_face`).
     ``out_size`` is (width, height). ``border``: "reflect" (mirror at the
     source's edge, without repeating the edge pixel) or "zero".
     """
@@ -109,6 +111,8 @@ def warp_affine(src: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int], 
         # reads the nearest edge, so warp from the full source.
         x0, y0, x1, y1 = 0, 0, width, height
     sub = src[y0:y1, x0:x1]
+    if sub.dtype == np.uint8:
+        sub = sub.astype(np.float32) * np.float32(1.0 / 255.0)
     # matrix over sub coordinates: p = q + (x0, y0)
     m = matrix.copy()
     m[:, 2] = matrix[:, 2] + matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
@@ -138,7 +142,7 @@ def alignment_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def align_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """The aligned ``size`` x ``size`` crop (float32, HxWx3 in [0,1]) of a float photo."""
+    """The aligned ``size`` x ``size`` crop (float32, HxWx3 in [0,1]) of a float or 8-bit photo."""
     return np.clip(warp_affine(rgb, matrix, (size, size), interpolation="cubic"), 0.0, 1.0)
 
 

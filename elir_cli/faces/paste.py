@@ -9,6 +9,13 @@ scales with the face's size in the photo.
 Overlapping faces blend independently of their order: the result is
 ``background * prod(1 - m_i) + (1 - prod(1 - m_i)) * sum(m_i f_i) / sum(m_i)``,
 accumulated in a :class:`Canvas` that covers only the faces' region.
+:class:`Uint8Canvas` pastes into an 8-bit image in place, touching only the
+faces' boxes (video frames).
+
+The face is warped with a cubic kernel (sharp), the mask with a linear one:
+the mask is smooth, so the two differ by under 1e-4, and OpenCV's cubic warp
+of the mask as a fourth float channel cost as much as the three colour
+channels (16 ms against 10 ms for a 700 px face).
 
 Output coordinates: a photo pixel centre ``p`` lands at ``u * p + (u - 1) / 2``
 for an upscale ``u`` (the half-pixel convention of OpenCV's resize).
@@ -76,6 +83,28 @@ def union_box(boxes: list[Box | None]) -> Box | None:
             max(b[2] for b in real), max(b[3] for b in real))
 
 
+def warp_face(crop: np.ndarray, to_output: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """The crop (SxSx3 float32) and its soft mask warped into output ``box``: (HxWx3, HxW in [0,1]).
+
+    Zero border: outside the crop the mask must be 0 (a reflection would
+    bring the mask's inside back far from the face).
+    """
+    local = to_output.copy()
+    local[:, 2] -= (box[0], box[1])
+    out_size = (box[2] - box[0], box[3] - box[1])
+    face = warp_affine(crop.astype(np.float32, copy=False), local, out_size, border="zero", interpolation="cubic")
+    mask = warp_affine(soft_mask(crop.shape[0]), local, out_size, border="zero", interpolation="linear")
+    mask = mask.reshape(out_size[1], out_size[0])
+    return face, np.clip(mask, 0.0, 1.0, out=mask)
+
+
+def boxes_overlap(boxes: list[Box | None]) -> bool:
+    """Whether any two of the boxes share a pixel."""
+    real = [b for b in boxes if b is not None]
+    return any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+               for i, a in enumerate(real) for b in real[i + 1:])
+
+
 class Canvas:
     """Order-independent accumulation of pasted faces over a background.
 
@@ -103,15 +132,8 @@ class Canvas:
         box = (max(box[0], rx0), max(box[1], ry0), min(box[2], rx1), min(box[3], ry1))
         if box[2] <= box[0] or box[3] <= box[1]:
             return None
-        local = to_output.copy()
-        local[:, 2] -= (box[0], box[1])
-        # Zero border: outside the crop the mask must be 0 (a reflection would
-        # bring the mask's inside back far from the face).
-        both = np.concatenate([crop.astype(np.float32, copy=False), soft_mask(size)[:, :, None]], axis=2)
-        warped = warp_affine(both, local, (box[2] - box[0], box[3] - box[1]), border="zero",
-                             interpolation="cubic")
-        face = warped[:, :, :3]
-        mask = np.clip(warped[:, :, 3:4], 0.0, 1.0)
+        face, mask = warp_face(crop, to_output, box)
+        mask = mask[:, :, None]
         sl = np.s_[box[1] - ry0:box[3] - ry0, box[0] - rx0:box[2] - rx0]
         self._num[sl] += mask * face
         self._wsum[sl] += mask
@@ -128,6 +150,61 @@ class Canvas:
             bg[...] = bg * self._keep + (1.0 - self._keep) * mean
         np.clip(out, 0.0, 1.0, out=out)
         return out
+
+
+class Uint8Canvas:
+    """Pastes faces into an 8-bit image in place, writing only inside their boxes.
+
+    With no two boxes overlapping (the usual case), each face is blended
+    straight into its box: ``rint(bg + m (255 f - bg))``, the float
+    :class:`Canvas`'s result for a lone face, rounded once. When boxes
+    overlap, every face goes through a float :class:`Canvas` over the union of
+    the boxes (order-independent), written back by :meth:`result`. The
+    background is never converted whole: at 720p that conversion, the
+    accumulators and the conversion back cost 3x the paste itself.
+    """
+
+    def __init__(self, image: np.ndarray, boxes: list[Box | None]) -> None:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 HxWx3, got {image.dtype} {image.shape}")
+        self.image = image
+        self._shared: Canvas | None = None
+        self._origin = (0, 0)
+        if boxes_overlap(boxes):
+            x0, y0, x1, y1 = union_box(boxes)  # type: ignore[misc]
+            self._origin = (x0, y0)
+            sub = image[y0:y1, x0:x1].astype(np.float32) * np.float32(1.0 / 255.0)
+            self._shared = Canvas(sub, (0, 0, x1 - x0, y1 - y0))
+
+    def paste(self, crop: np.ndarray, to_output: np.ndarray) -> Box | None:
+        """Add one restored crop (SxSx3 float32 in [0,1]) through ``to_output``; returns its box."""
+        if self._shared is not None:
+            ox, oy = self._origin
+            local = to_output.copy()
+            local[:, 2] -= (ox, oy)
+            box = self._shared.paste(crop, local)
+            return None if box is None else (box[0] + ox, box[1] + oy, box[2] + ox, box[3] + oy)
+        box = paste_box(to_output, crop.shape[0], self.image.shape[:2])
+        if box is None:
+            return None
+        face, mask = warp_face(crop * np.float32(255.0), to_output, box)
+        sub = self.image[box[1]:box[3], box[0]:box[2]]
+        background = sub.astype(np.float32)
+        face -= background
+        face *= mask[:, :, None]
+        face += background
+        np.clip(face, 0.0, 255.0, out=face)
+        sub[...] = np.rint(face, out=face)
+        return box
+
+    def result(self) -> np.ndarray:
+        """The image, with every face pasted."""
+        if self._shared is not None:
+            x0, y0 = self._origin
+            out = self._shared.result()
+            self.image[y0:y0 + out.shape[0], x0:x0 + out.shape[1]] = np.rint(out * np.float32(255.0))
+            self._shared = None
+        return self.image
 
 
 def resize_background(rgb: np.ndarray, upscale: int) -> np.ndarray:

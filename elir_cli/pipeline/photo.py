@@ -211,18 +211,46 @@ def restore_array(
     return RestoreResult(array=background, faces=pasted, task=task, upscale=scale)
 
 
+def restore_faces_uint8(rgb8: np.ndarray, faces: Sequence[Face], *, task: str, restorer: Restorer,
+                        batch_size: int | None = None, device: "str | torch.device" = "cpu") -> tuple[np.ndarray, list[Face]]:
+    """A copy of the 8-bit photo ``rgb8`` with ``faces`` restored and pasted back at its size.
+
+    The crops, masks and blend of :func:`restore_array` given the same
+    ``faces`` (within one 8-bit step), but the photo is never converted
+    whole: only the windows the crops read become floats, and only the
+    faces' paste boxes are written. This is the per-frame path of video,
+    where whole-frame float conversions and accumulators cost more than the
+    paste. Face tasks at scale 1 only (no upscale, no background model).
+    """
+    spec = get_task(task)
+    if spec.kind != "face" or spec.scale != 1:
+        raise UsageError(f"restore_faces_uint8 takes face tasks at scale 1, not {task}")
+    if not isinstance(rgb8, np.ndarray) or rgb8.dtype != np.uint8 or rgb8.ndim != 3 or rgb8.shape[2] != 3:
+        raise ImageError(f"expected a uint8 HxWx3 RGB array, got {getattr(rgb8, 'dtype', type(rgb8).__name__)} "
+                         f"{getattr(rgb8, 'shape', '')}")
+    out = rgb8.copy()
+    pasted = paste_restored_faces(rgb8, out, faces, restorer, spec, 1, batch_size or auto_batch_size(device), None,
+                                  device)
+    return out, pasted
+
+
 def paste_restored_faces(rgb: np.ndarray, background: np.ndarray, faces: Sequence[Face], restorer: Restorer,
                          spec: Task, scale: int, batch_size: int, mask: np.ndarray | None,
                          device: "str | torch.device") -> list[Face]:
-    """Align, restore in batches and paste ``faces`` onto ``background`` (in place)."""
+    """Align, restore in batches and paste ``faces`` onto ``background`` (in place).
+
+    ``rgb`` (crops are read from it) and ``background`` are float32 in [0,1],
+    or both uint8 (:func:`restore_faces_uint8`).
+    """
     from elir_cli.faces.alignment import alignment_matrix
-    from elir_cli.faces.paste import Canvas, crop_to_output, paste_box, union_box
+    from elir_cli.faces.paste import Canvas, Uint8Canvas, crop_to_output, paste_box, union_box
 
     size = spec.input_size
     out_hw = background.shape[:2]
     faces = [replace(f, matrix=alignment_matrix(f.landmarks, size)) for f in faces]
     to_out = [crop_to_output(f.matrix, scale) for f in faces]
-    canvas = Canvas(background, union_box([paste_box(m, size, out_hw) for m in to_out]))
+    boxes = [paste_box(m, size, out_hw) for m in to_out]
+    canvas = Uint8Canvas(background, boxes) if background.dtype == np.uint8 else Canvas(background, union_box(boxes))
     for start in range(0, len(faces), batch_size):
         batch = faces[start:start + batch_size]
         crops = np.stack([_model_input(rgb, f.matrix, spec, mask) for f in batch])  # (B,S,S,3)

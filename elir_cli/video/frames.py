@@ -1,9 +1,11 @@
 """One video frame restored with the photo pipeline, from tracked and smoothed faces.
 
 Face tasks: detect and choose faces as for a photo, hand them to the
-:class:`~.tracking.FaceTracker`, and restore the frame with
-:func:`~elir_cli.pipeline.photo.restore_array` given the smoothed faces (so
-crops and paste masks follow the smoothed geometry). Each face's noise comes
+:class:`~.tracking.FaceTracker`, and restore the frame given the smoothed
+faces (so crops and paste masks follow the smoothed geometry): at the input's
+size the frame stays 8-bit and only the faces' windows are read and their
+paste boxes written (:func:`~elir_cli.pipeline.photo.restore_faces_uint8`);
+with an upscale or a background model, :func:`~elir_cli.pipeline.photo.restore_array`. Each face's noise comes
 from a generator seeded with the seed and its track id, fresh for every frame:
 a track sees the same noise from its first frame to its last.
 
@@ -24,7 +26,6 @@ threads and 0.2 s on one (see README "Video", speed).
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,15 +42,12 @@ from .tracking import FaceTracker
 if TYPE_CHECKING:
     import torch
 
-    from elir_cli.faces.detection import Face
-
     from elir_cli.pipeline.files import FileRestorer
 
 Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
 DEFAULT_VIDEO_SEED = 0  # video is always seeded, so a resumed run gives the frames of an uninterrupted one
 TRACK_SEED_STRIDE = 1_000_003
 OUTSIDE_MODEL_THREADS = 1
-REGION_MARGIN = 2  # px around the part of a frame that faces' crops read
 
 
 def _to_float(rgb8: np.ndarray) -> np.ndarray:
@@ -116,8 +114,9 @@ class FrameRestorer:
         self.detect_every = detect_every
         self._video_detector: VideoDetector | None = None
         self._model_threads: int | None = None  # torch's count when the first frame came
-        # Tracked faces at the input's size without a background model: only the
-        # part of the frame the faces' crops read is converted and restored.
+        # Tracked faces at the input's size without a background model: the frame
+        # stays 8-bit; only the windows the crops read and the paste boxes are
+        # touched (pipeline.photo.restore_faces_uint8).
         self.restore_regions = (self.settings.bg_task is None and self.spec.scale == 1
                                 and self.settings.upscale in (None, 1))
 
@@ -131,7 +130,7 @@ class FrameRestorer:
 
     def _restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
         from elir_cli.images.read import to_uint8
-        from elir_cli.pipeline.photo import restore_array
+        from elir_cli.pipeline.photo import restore_array, restore_faces_uint8
 
         started = time.perf_counter()
         s = self.settings
@@ -143,9 +142,9 @@ class FrameRestorer:
         if self.detects and self.tracking:
             faces, track_ids = self._tracked_faces(rgb8, time_s, frame, default_dt)
             restorer = self._timed(self.plug_in or self._track_restorer(track_ids))
-            region = self._region(faces, rgb8.shape[1], rgb8.shape[0]) if self.restore_regions else None
-            if region is not None:
-                out = self._restore_region(rgb8, region, faces, restorer, common)
+            if self.restore_regions:
+                out, _ = restore_faces_uint8(rgb8, faces, task=s.task, restorer=restorer,
+                                             batch_size=self.files.batch_size, device=self.files.runtime.device)
                 self.timings.restore += time.perf_counter() - started
                 return FrameResult(rgb=out, faces=len(faces), tracks=track_ids)
             result = restore_array(_to_float(rgb8), restorer=restorer, faces=faces, **common)
@@ -163,52 +162,6 @@ class FrameRestorer:
         out = to_uint8(result.array)
         self.timings.restore += time.perf_counter() - started
         return FrameResult(rgb=out, faces=len(result.faces), tracks=track_ids)
-
-    def _region(self, faces: list["Face"], width: int, height: int) -> tuple[int, int, int, int] | None:
-        """The part of the frame that restoring ``faces`` reads and writes (None: use the whole frame).
-
-        Each face's window is the one :func:`~elir_cli.faces.alignment.warp_affine`
-        reads for its model crop, widened by :data:`REGION_MARGIN` and cut at
-        the frame's edges: the warp then reads the same pixels (reflected at
-        the same edges) from the region as from the frame, and the paste mask
-        lies inside the crop, so the region's result is the frame's.
-        """
-        from elir_cli.faces.alignment import WARP_MARGIN, alignment_matrix, apply_affine, invert_affine
-
-        size = self.spec.input_size
-        corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
-        boxes = []
-        for face in faces:
-            points = apply_affine(invert_affine(alignment_matrix(face.landmarks, size)), corners)
-            margin = WARP_MARGIN + REGION_MARGIN
-            x0 = max(0, math.floor(points[:, 0].min()) - margin)
-            y0 = max(0, math.floor(points[:, 1].min()) - margin)
-            x1 = min(width, math.ceil(points[:, 0].max()) + margin + 1)
-            y1 = min(height, math.ceil(points[:, 1].max()) + margin + 1)
-            if x1 - x0 < size // 8 or y1 - y0 < size // 8:
-                return None  # (nearly) outside the frame: the warp reads the whole frame
-            boxes.append((x0, y0, x1, y1))
-        if not boxes:
-            return 0, 0, 0, 0
-        return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
-
-    def _restore_region(self, rgb8: np.ndarray, region: tuple[int, int, int, int], faces: list["Face"],
-                        restorer: Restorer, common: dict[str, Any]) -> np.ndarray:
-        from dataclasses import replace
-
-        from elir_cli.images.read import to_uint8
-        from elir_cli.pipeline.photo import restore_array
-
-        out = rgb8.copy()
-        x0, y0, x1, y1 = region
-        if x1 <= x0 or y1 <= y0:
-            return out  # no face: the frame as it is
-        offset = np.array([x0, y0], dtype=np.float64)
-        moved = [replace(f, box=(f.box[0] - x0, f.box[1] - y0, f.box[2] - x0, f.box[3] - y0),
-                         landmarks=np.asarray(f.landmarks, dtype=np.float64) - offset) for f in faces]
-        result = restore_array(_to_float(rgb8[y0:y1, x0:x1]), restorer=restorer, faces=moved, **common)
-        out[y0:y1, x0:x1] = to_uint8(result.array)
-        return out
 
     def _tracked_faces(self, rgb8: np.ndarray, time_s: float, frame: int, default_dt: float):  # type: ignore[no-untyped-def]
         """Faces from the whole frame or from crops around the tracks (:mod:`.detect`), then tracked."""
