@@ -62,8 +62,12 @@ MODEL_SHARE_TARGET = 0.90
 MEMORY_TARGET_MB = 3 * 1024
 
 
+MOTION_SECONDS = 4.8  # a clip of any length pans and zooms as far as one of 24 frames at 5 fps
+
+
 def clip(path: Path, size: tuple[int, int], seconds: float, fps: int, *, noise: int = 0) -> Path:
-    made = make_clip(path.with_name("_" + path.name), photo="astronaut.png", seconds=seconds, fps=fps, size=size)
+    made = make_clip(path.with_name("_" + path.name), photo="astronaut.png", seconds=seconds, fps=fps, size=size,
+                     speed=min(1.0, MOTION_SECONDS / seconds))
     if noise:
         ffmpeg("-i", str(made), "-vf", f"noise=alls={noise}:allf=t", "-c:v", "libx264", "-crf", "18",
                "-c:a", "copy", str(path))

@@ -35,14 +35,16 @@ def ffmpeg(*args: str) -> None:
 
 def make_clip(path: Path, *, photo: str = "astronaut.png", seconds: float = 2.0, fps: int = 10,
               size: tuple[int, int] = (160, 120), vfr: bool = False, rotation: int = 0,
-              audio: str | None = "aac", subtitles: bool = False, crf: int = 20) -> Path:
+              audio: str | None = "aac", subtitles: bool = False, crf: int = 20, speed: float = 1.0) -> Path:
     """A pan/zoom over ``photo``: ``size`` pixels, ``fps`` frames a second (before dropping
-    frames for ``vfr``), a 440 Hz sine track encoded with ``audio`` (None: no audio)."""
+    frames for ``vfr``), a 440 Hz sine track encoded with ``audio`` (None: no audio).
+    ``speed`` scales the motion (a long clip at ``speed`` 1 zooms until the face fills the frame)."""
     width, height = size
     big = 2 * width
+    t = f"{speed:g}*t"
     # zoom in slowly while panning right and down; the face stays in view
-    video = (f"scale=w='{big}+{width // 4}*t':h=-2:eval=frame,"
-             f"crop={width}:{height}:x='{width // 4}+{width // 8}*t':y='{height // 4}+{height // 10}*t'")
+    video = (f"scale=w='{big}+{width // 4}*{t}':h=-2:eval=frame,"
+             f"crop={width}:{height}:x='{width // 4}+{width // 8}*{t}':y='{height // 4}+{height // 10}*{t}'")
     if vfr:  # drop every 3rd and 4th of each 5 frames at times: irregular intervals
         video += ",select='not(between(mod(n\\,7)\\,2\\,3))',setpts=PTS"
     args = ["-loop", "1", "-framerate", str(fps), "-t", str(seconds), "-i", str(PHOTOS / photo)]

@@ -158,7 +158,7 @@ class FaceDetector:
 
         from elir_cli.registry.tasks import load_manifest
 
-        from .retinaface import RetinaFace
+        from .retinaface import RetinaFace, fuse_batchnorm
 
         detectors = load_manifest().detectors
         if name not in detectors:
@@ -182,7 +182,7 @@ class FaceDetector:
         except RuntimeError as exc:
             raise CheckpointError(f"{path} does not fit RetinaFace {detectors[name].network}: "
                                   f"{str(exc).splitlines()[0][:200]}") from None
-        self._net = net.to(self.device).eval()
+        self._net = fuse_batchnorm(net.eval()).to(self.device)
         self._cfg = net.cfg
         self._mean = torch.tensor(BGR_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
