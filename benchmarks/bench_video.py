@@ -2,7 +2,7 @@
 
 Parts (each can be skipped with its option set to 0):
 
-- ``--frames`` (default 8): a 1280x720 pan/zoom clip over a real portrait (one
+- ``--frames`` (default 24): a 1280x720 pan/zoom clip over a real portrait (one
   face), restored with bfr by a full-size ELIR with random weights (the
   task's real configuration; random weights cost the same time as trained
   ones), ``--device auto``, ``--precision`` (default auto: bf16 on CPUs with
@@ -19,22 +19,23 @@ Parts (each can be skipped with its option set to 0):
   per-frame work and one model call on one torch thread each, interleaved
   (:func:`equal_threads`): a view of the share that the machine's load
   does not flatter.
-- ``--memory-seconds`` (default 10 and 40; 0 or none skips): 1920x1080 clips
+- ``--memory-seconds`` (default 10, 40 and 80; 0 or none skips): 1920x1080 clips
   of those lengths at 5 fps, each restored in a fresh process (real detection
   and tracking, a cheap stand-in restorer so that the long clip stays quick);
   peak RSS of each, the RSS before the run and the peak as each 10 s segment
   was finished. The shortest default is 10 s (50 frames) because x264 holds
   ~45 frames of lookahead (~7 MB each at 1080p): a clip of fewer frames peaks
-  lower whatever its length (at 25 fps that is under 2 s).
+  lower whatever its length (at 25 fps that is under 2 s). Every clip pans and
+  zooms as far as a 24-frame one (:data:`MOTION_SECONDS`), whatever its length.
 - ``--flicker`` (``--no-flicker`` skips; ~5 min on a loaded machine): a
   320x240 clip with sensor noise, restored by a tiny random ELIR (real noise
   path) per frame without tracking and with tracking; the flicker measure
   (:mod:`elir_cli.video.flicker`) of the input, untracked and tracked
   outputs, over the input's face boxes.
 
-Quick configuration (720p, 8 frames, auto precision; ~1-3 min idle):
+Quick configuration (720p, 24 frames, auto precision; ~40 s idle):
 
-    python benchmarks/bench_video.py --frames 8 --memory-seconds 0 --no-flicker
+    python benchmarks/bench_video.py --frames 24 --memory-seconds 0 --no-flicker
 
 Everything: ``python benchmarks/bench_video.py --out benchmarks/results/video.json``.
 Needs PyAV and an ffmpeg executable (imageio-ffmpeg) to make the clips.
@@ -207,12 +208,12 @@ def flicker_runs(folder: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=8, help="frames of the 720p speed run (0 skips it)")
+    parser.add_argument("--frames", type=int, default=24, help="frames of the 720p speed run (0 skips it)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); on a shared, loaded machine 1 avoids OpenMP stalls")
-    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[10.0, 40.0],
+    parser.add_argument("--memory-seconds", type=float, nargs="*", default=[10.0, 40.0, 80.0],
                         help="lengths (s) of the 1080p memory clips; 0 (or nothing) skips the memory part")
     parser.add_argument("--no-flicker", action="store_true")
     parser.add_argument("--out", type=Path, default=None)

@@ -38,13 +38,33 @@ BT709 = 1
 SWSCALE_LOCK = threading.Lock()
 # The encoder runs on the encode stage's own thread, no threads of its own:
 # (1) libx264's output depends on its thread count, so a count that changed
-# with the machine's cores would give other bytes for the same frames (lossy
-# x264 bytes still vary from run to run here, also outside the pipeline; see
-# README "Video"); (2) the model keeps the cores:
+# with the machine's cores would give other bytes for the same frames (see
+# also X264_WITHOUT_AVX512); (2) the model keeps the cores:
 # extra encoder threads preempt torch's OpenMP team and stall its barriers;
 # (3) the encode stage's CPU time is then measurable (``time.thread_time``).
 # 720p x264 medium takes ~0.07 s of CPU a frame here, far below the model.
 ENCODE_THREADS = 1
+
+
+# libx264's AVX-512 code makes its output depend on uninitialised heap memory:
+# the same frames encoded twice gave other bytes whenever the heap held
+# other garbage (always, with video's tuned heap: model.runtime.tune_cpu_allocator),
+# and identical bytes with its AVX2 code or on fresh memory. On CPUs with
+# AVX-512 the encoder is given the AVX2 instruction set (and 64-byte cache
+# lines, as detected there); x264's AVX2 and AVX-512 code give the same
+# bytes where the latter is deterministic, and the speed is the same (720p
+# medium: 64-72 ms a frame either way). Other CPUs keep x264's own detection.
+X264_WITHOUT_AVX512 = "asm=avx2,cache64"
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (PyTorch's detection; False when unknown)."""
+    try:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    except Exception:  # noqa: BLE001 - an unknown CPU keeps the encoder's own detection
+        return False
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,8 @@ class EncodeOptions:
                 raise UsageError(f"--preset does not apply to {self.encoder}",
                                  hint=f"--preset works with: {', '.join(DEFAULT_PRESET)}")
             options["preset"] = str(preset)
+        if self.encoder == "libx264" and cpu_has_avx512():
+            options["x264-params"] = X264_WITHOUT_AVX512
         return options
 
     def to_json(self) -> dict[str, Any]:
