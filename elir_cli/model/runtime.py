@@ -11,6 +11,7 @@ here, so it is opt-in (:func:`compile_model`, ``--compile``).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -231,6 +232,21 @@ def request_huge_pages() -> bool:
     return os.environ[THP_ENV] == "1"
 
 
+@functools.lru_cache(maxsize=None)
+def _glibc_function(name: str):  # type: ignore[no-untyped-def]
+    """glibc's function ``name`` through ctypes, looked up once (None off Linux or without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    library = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(library), name) if library else None
+    except (OSError, AttributeError):
+        return None
+
+
 def tune_cpu_allocator() -> bool:
     """Keep freed memory in glibc's heap instead of unmapping it after each layer.
 
@@ -246,18 +262,12 @@ def tune_cpu_allocator() -> bool:
     global _allocator_tuned
     if _allocator_tuned:
         return True
-    if not sys.platform.startswith("linux") or os.environ.get(NO_MALLOPT_ENV) == "1":
+    if os.environ.get(NO_MALLOPT_ENV) == "1":
         return False
     import ctypes  # here, not at the top: the CLI imports this module at every start
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
@@ -278,16 +288,9 @@ def trim_cpu_heap() -> bool:
     frame: the next allocations fault their pages in again. Only on Linux with
     glibc; returns whether memory was released.
     """
-    if not sys.platform.startswith("linux"):
-        return False
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return False
+    trim = _glibc_function("malloc_trim")
     if trim is None:
         return False
     trim.argtypes = (ctypes.c_size_t,)
