@@ -141,5 +141,7 @@ def report_video(console: Any, record: Any) -> None:
 
     if not report_problems(console, record, note_label="Note") and record.status == "restored":
         resumed = f", resumed at frame {record.resumed_at_frame}" if record.resumed_at_frame else ""
+        tracks = len(record.tracks)
         console.print(f"[green]Restored[/] {escape(record.input)} -> {escape(record.output or '')}, "
-                      f"{record.frames} frames, {len(record.tracks)} face tracks{resumed}, {record.seconds:.1f} s")
+                      f"{record.frames} frame{'s' * (record.frames != 1)}, "
+                      f"{tracks} face track{'s' * (tracks != 1)}{resumed}, {record.seconds:.1f} s")
