@@ -235,9 +235,9 @@ def main() -> None:
             parts = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f} %" for k, v in s["share_parts"].items())
             print(f"720p bfr (full-size random weights, {s['precision']} from --precision {args.precision}): "
                   f"{s['fps']} fps over {s['frames']} frames ({s['model_seconds_per_frame']} s of model a frame); "
-                  f"time outside the model {100 * s['share_outside_model']:.1f} % "
-                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %): {parts}; "
-                  f"without the once-per-video first frame and final flush {100 * s['share_outside_model_per_frame']:.1f} %; "
+                  f"time outside the model per frame (steady state: without the once-per-video first frame and "
+                  f"x264's final flush) {100 * s['share_outside_model_per_frame']:.1f} % "
+                  f"(target < {100 * (1 - MODEL_SHARE_TARGET):.0f} %); all {100 * s['share_outside_model']:.1f} %: {parts}; "
                   f"beside the model: decode {100 * s['decode_cpu_share']:.1f} %, "
                   f"encode {100 * s['encode_cpu_share']:.1f} % of the wall in CPU time "
                   f"(upper bound with them: {100 * s['share_outside_model_bound']:.1f} %); "
