@@ -187,14 +187,14 @@ class Uint8Canvas:
         box = paste_box(to_output, crop.shape[0], self.image.shape[:2])
         if box is None:
             return None
+        import cv2
+
         face, mask = warp_face(crop * np.float32(255.0), to_output, box)
         sub = self.image[box[1]:box[3], box[0]:box[2]]
-        background = sub.astype(np.float32)
-        face -= background
-        face *= mask[:, :, None]
-        face += background
-        np.clip(face, 0.0, 255.0, out=face)
-        sub[...] = np.rint(face, out=face)
+        # m f + (1 - m) bg in one pass (OpenCV; half the time of numpy's three)
+        out = cv2.blendLinear(np.ascontiguousarray(face), sub.astype(np.float32), mask, 1.0 - mask)
+        np.clip(out, 0.0, 255.0, out=out)
+        sub[...] = np.rint(out, out=out)
         return box
 
     def result(self) -> np.ndarray:

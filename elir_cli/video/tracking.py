@@ -87,8 +87,13 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     # shrink first, then average the channels: a whole-frame mean over the
-    # channel axis took ~0.1 s a 720p frame, the resize a millisecond
-    small = cv2.resize(rgb if rgb.dtype == np.uint8 else rgb.astype(np.float32), (THUMB_SIZE, THUMB_SIZE),
+    # channel axis took ~0.1 s a 720p frame. Every few pixels are enough for
+    # the average of a 48 px thumbnail: an area resize of the whole 720p frame
+    # took 2.3-3.3 ms, of every 3rd pixel 1.4 ms (thumbnails 0.7 % apart,
+    # against a cut threshold of 12 %).
+    step = max(1, min(rgb.shape[:2]) // (4 * THUMB_SIZE))
+    sampled = np.ascontiguousarray(rgb[::step, ::step])
+    small = cv2.resize(sampled if rgb.dtype == np.uint8 else sampled.astype(np.float32), (THUMB_SIZE, THUMB_SIZE),
                        interpolation=cv2.INTER_AREA)
     grey = small.mean(axis=2, dtype=np.float32)
     if rgb.dtype != np.uint8:
