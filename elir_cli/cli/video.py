@@ -102,6 +102,7 @@ def restore_one(src: Path, dst: Path, restorer: Any, flags: VideoFlags, console:
 def batch_hook(restorer: Any, flags: VideoFlags, console: Any, *, show: bool
                ) -> Callable[[Any], Any]:
     """``run_batch``'s ``restore_item``: videos here, photos (None) to the photo path."""
+    from elir_cli.pipeline.batch import SKIPPED_HINT
     from elir_cli.video.stream import VideoRecord
 
     def restore_item(item: Any) -> Any:
@@ -110,7 +111,7 @@ def batch_hook(restorer: Any, flags: VideoFlags, console: Any, *, show: bool
         dst = video_output(item.src, item.output.path, exact=False)
         if dst.exists() and not restorer.settings.overwrite:
             return VideoRecord(input=str(item.src), output=str(dst), status="skipped",
-                               hint="output exists (use --overwrite to redo it)")
+                               hint=SKIPPED_HINT)
         return restore_one(item.src, dst, restorer, flags, console, show=show)
 
     return restore_item

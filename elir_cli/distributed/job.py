@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 from elir_cli.errors import ElirError, first_line
-from elir_cli.pipeline.batch import BatchItem, BatchSummary
+from elir_cli.pipeline.batch import SKIPPED_HINT, BatchItem, BatchSummary
 from elir_cli.pipeline.files import FileRecord, FileRestorer, RestoreSettings
 from .cluster import RayOptions, RayUnavailableError, import_ray, ray_session
 from .precision import decide_precision, workers_device
@@ -144,14 +144,13 @@ def plan_storage(src: str, dst: str, *, suffix: str = "") -> StoragePlan:
 def _skips_and_rows(restorer: FileRestorer, items: "list[BatchItem] | StoragePlan",
                     rows: list[dict[str, Any]]) -> Iterator[tuple[int, FileRecord]]:
     """The plan's finished outputs as skipped records; the rest appended to ``rows`` for the workers."""
-    hint = "output exists (use --overwrite to redo it)"
     if isinstance(items, StoragePlan):
         src, dst = items.src, items.dst
         existing = set() if restorer.settings.overwrite else existing_outputs(dst)
         for index, item in enumerate(items.items):
             if (found := finished_output(item.output, existing)) is not None:
                 yield index, FileRecord(input=src.show(item.relative), output=dst.show(found), status="skipped",
-                                        hint=hint)
+                                        hint=SKIPPED_HINT)
             else:
                 faces_key = posixpath.join(posixpath.dirname(item.relative), posixpath.basename(item.output))
                 rows.append({INDEX: index, SRC: item.relative, OUTPUT: item.output, EXACT: False,
@@ -159,7 +158,7 @@ def _skips_and_rows(restorer: FileRestorer, items: "list[BatchItem] | StoragePla
         return
     for index, item in enumerate(items):
         if (found_path := restorer.kept_output(item.output)) is not None:
-            yield index, FileRecord(input=str(item.src), output=str(found_path), status="skipped", hint=hint)
+            yield index, FileRecord(input=str(item.src), output=str(found_path), status="skipped", hint=SKIPPED_HINT)
         else:
             rows.append({INDEX: index, SRC: str(item.src), OUTPUT: str(item.output.path), EXACT: item.output.exact,
                          FACES_KEY: (item.relative.parent / item.output.path.name).as_posix()})

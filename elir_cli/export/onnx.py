@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from elir_cli._version import __version__
 from elir_cli.atomicwrite import check_destination, write_bytes_atomic
-from elir_cli.errors import ElirError, UsageError
+from elir_cli.errors import ElirError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +153,7 @@ def export_onnx(model: "ElirModel", output: str | os.PathLike[str], *, weights_s
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         got = session.run([OUTPUT_NAME], {INPUT_NAMES[0]: image.numpy(), INPUT_NAMES[1]: noise.numpy()})[0]
     except Exception as exc:  # noqa: BLE001 - onnx/onnxruntime raise their own types
-        raise ExportError(f"onnxruntime could not run the exported graph: {str(exc).splitlines()[0][:300]}") from exc
+        raise ExportError(f"onnxruntime could not run the exported graph: {first_line(exc)}") from exc
     diff = float(np.abs(got - expected).max())
     if not diff <= PARITY_TOL:
         raise ExportError(f"the ONNX graph differs from PyTorch by {diff:.2e} (max |diff|, limit {PARITY_TOL:g})",

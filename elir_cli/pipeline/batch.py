@@ -21,6 +21,8 @@ from elir_cli.images.read import is_image_file
 from .files import FileRecord, FileRestorer, OutputName
 
 REPORT_VERSION = 1
+# The hint of a file skipped because its output is already there (every engine says the same).
+SKIPPED_HINT = "output exists (use --overwrite to redo it)"
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
             record = restore_item(item) if restore_item is not None else None
             if record is None and (existing := restorer.kept_output(item.output)) is not None:
                 record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
-                                    hint="output exists (use --overwrite to redo it)")
+                                    hint=SKIPPED_HINT)
             elif record is None:
                 faces_key = (item.relative.parent / item.output.path.name).as_posix()
                 record, _ = restorer.restore_file(item.src, item.output, faces_key=faces_key)
