@@ -67,5 +67,15 @@ def tiny_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture
+def hub_server_bfr(hub_server: "HubServer", tiny_manifest: Path) -> tuple["HubServer", bytes]:
+    """The hub holding a tiny bfr model under the task's real file name."""
+    from hubtools import HUB_REPO, tiny_files
+
+    data = tiny_files("bfr")["safetensors"]
+    hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": data})
+    return hub_server, data
+
+
 if TYPE_CHECKING:
     from hub_server import HubServer, ReleaseServer

@@ -24,6 +24,7 @@ from elir_cli.model.elir import ElirModel
 from elir_cli.registry.tasks import weights_dir
 from elir_cli.model.config import ModelConfig
 
+HUB_REPO = "elir-cli/elir"  # the installed manifest's hub repository
 TINY_ARCH = {"hid_channels": 32, "n_mid_blocks": 1, "rrdb_c_hid": 16, "n_rrdb": 1}
 
 

@@ -37,8 +37,9 @@ def make_tree(root: Path, copies: int = 1) -> tuple[list[Path], list[Path]]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(PHOTOS / name, dst)
             good.append(dst)
-    (root / "notes.txt").write_text("not an image")
-    (root / "fake.jpg").write_text("not a jpeg either")
+    (root / "notes.txt").write_text("not an image")  # passed over: it does not claim to be one
+    (root / "fake.jpg").write_text("not a jpeg either")  # reported: its name says JPEG
+    bad.append(root / "fake.jpg")
     return good, bad
 
 
@@ -86,6 +87,32 @@ def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: P
         assert list((out / rel.parent).glob(p.stem + ".*")), rel
     assert r2["settings"]["weights_sha256"] and r2["settings"]["seed"] == 0
     assert "failed" in second.stdout.decode()
+
+
+def test_a_file_named_as_an_image_that_is_not_one_fails_others_are_ignored(tiny_denoising: Path,
+                                                                            tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(PHOTOS / "faces" / "grace_hopper.jpg", src / "gh.jpg")
+    (src / "sub" / "broken.JPG").write_bytes(b"\x00" * 64)  # a transfer that went wrong
+    (src / "empty.png").write_bytes(b"")
+    (src / "notes.txt").write_text("not an image")
+    (src / "Thumbs.db").write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + b"\x00" * 504)  # an OLE file
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 100)
+    inputs = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    result = run_elir("batch", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_denoising),
+                      "--task", "denoising", "--steps", "1", "--json")
+    assert result.returncode == 1, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["totals"] == {"restored": 1, "skipped": 0, "failed": 2}
+    failed = {Path(f["input"]).name: f for f in report["files"] if f["status"] == "failed"}
+    assert failed.keys() == {"broken.JPG", "empty.png"}
+    assert failed["broken.JPG"]["error"].endswith("not an image, though its name says JPEG")
+    assert failed["empty.png"]["error"].endswith("not an image, though its name says PNG")
+    assert all(f["hint"] for f in failed.values())
+    assert "Traceback" not in result.stderr.decode()
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == inputs  # inputs untouched
+    assert sorted(p.name for p in outputs(tmp_path / "out")) == ["gh.jpg"]
 
 
 def test_finished_batch_reruns_without_loading_anything(tiny_denoising: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from cli_helpers import assert_one_line_error, run_elir, tiny_denoising  # noqa:
 PHOTOS = Path(__file__).parent / "data" / "photos"
 FILES = sorted(p for p in PHOTOS.glob("*/*") if p.suffix.lower() != ".md")
 MUST_FAIL = {"65536-uint32-limit.png", "decompression_bomb.gif", "corrupt-header.jpg",
-             "truncated.jpg", "truncated_jpeg.jpg"}
+             "truncated.jpg", "truncated_jpeg.jpg", "hopper_12bit.jpg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 COMMON = ("--task", "denoising", "--seed", "0", "--device", "cpu", "--json")
 

@@ -52,6 +52,10 @@ BAD = {
     "c/corrupt.jpg": "corrupt-header.jpg",
     "c/d/bomb.gif": "decompression_bomb.gif",
 }
+# Written by make_tree beside the photos: a text file (passed over) and one whose name says JPEG
+# though its bytes are not one (reported as failed, as the bad photos are).
+NAMED_AS_IMAGE = "fake.jpg"
+FAILING = [*BAD, NAMED_AS_IMAGE]
 WORKERS = 2
 COMMON = ["--task", "denoising", "--steps", "1", "--seed", "0", "--device", "cpu"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -61,14 +65,15 @@ NODE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", 
             "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def make_tree(root: Path, files: dict[str, str]) -> dict[str, Path]:
+def make_tree(root: Path, files: dict[str, str], *, named_as_image: bool = True) -> dict[str, Path]:
     made = {}
     for name, source in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PHOTOS / source, root / name)
         made[name] = root / name
     (root / "notes.txt").write_text("not an image")
-    (root / "fake.jpg").write_text("not a jpeg either")
+    if named_as_image:
+        (root / NAMED_AS_IMAGE).write_text("not a jpeg either")
     return made
 
 
@@ -159,8 +164,8 @@ def test_ray_engine_matches_the_local_engine_and_a_rerun_restores_nothing(
     assert first.returncode == 1, err  # the bad files failed
     assert TRACEBACK not in err
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
-    assert len(errors) == len(BAD), err
-    for name in BAD:
+    assert len(errors) == len(FAILING), err
+    for name in FAILING:
         assert sum(line.startswith(f"Error: in/{name}:") for line in errors) == 1, (name, errors)
     assert "files/s" in err  # progress with a rate, on stderr
 
@@ -170,7 +175,7 @@ def test_ray_engine_matches_the_local_engine_and_a_rerun_restores_nothing(
     # The same report, apart from timings and the folders' locations.
     r1 = json.loads((tmp_path / "r1.json").read_text())
     assert comparable(r1) == comparable(local_run["report"])
-    assert r1["totals"] == {"restored": len(GOOD), "skipped": 0, "failed": len(BAD)}
+    assert r1["totals"] == {"restored": len(GOOD), "skipped": 0, "failed": len(FAILING)}
     assert not [p for p in out.rglob(".*")], "a temporary file was left behind"
 
     before = stamps(out)
@@ -180,7 +185,7 @@ def test_ray_engine_matches_the_local_engine_and_a_rerun_restores_nothing(
     again = run_elir(*args[:-1], str(tmp_path / "r2.json"), timeout=JOB_TIMEOUT_S, cwd=tmp_path, env=store)
     assert again.returncode == 1, again.stderr.decode()
     r2 = json.loads((tmp_path / "r2.json").read_text())
-    assert r2["totals"] == {"restored": 0, "skipped": len(GOOD), "failed": len(BAD)}
+    assert r2["totals"] == {"restored": 0, "skipped": len(GOOD), "failed": len(FAILING)}
     assert stamps(out) == before, "a finished output was written again"
 
 
@@ -385,7 +390,7 @@ def test_videos_in_a_ray_batch_are_restored_after_the_photos(ray_address: str, w
     if ffmpeg_exe() is None:
         pytest.skip("no ffmpeg executable to make a clip (PATH or imageio-ffmpeg)")
     src = tmp_path / "in"
-    make_tree(src, {"hopper.webp": "hopper.webp", "a/gray.jpg": "hopper_gray.jpg"})
+    make_tree(src, {"hopper.webp": "hopper.webp", "a/gray.jpg": "hopper_gray.jpg"}, named_as_image=False)
     make_clip(src / "a" / "clip.mov", seconds=0.5, fps=10)
     runs = {}
     for engine, extra in (("ray", ["--engine", "ray", "--ray-address", ray_address, "--num-model-workers", "1"]),
@@ -457,14 +462,14 @@ def test_s3_folders_give_the_local_engines_outputs_and_a_rerun_skips(
     assert first.returncode == 1, err
     assert TRACEBACK not in err
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
-    assert len(errors) == len(BAD), err
-    for name in BAD:
+    assert len(errors) == len(FAILING), err
+    for name in FAILING:
         assert sum(line.startswith(f"Error: s3://{IN_BUCKET}/in/{name}:") for line in errors) == 1, (name, errors)
 
     written = bucket_files(client, OUT_BUCKET, "run1/")
     assert written == local_run["outputs"]  # byte for byte, same names, no temporary objects
     r1 = json.loads((tmp_path / "r1.json").read_text())
-    assert r1["totals"] == {"restored": len(GOOD), "skipped": 0, "failed": len(BAD)}
+    assert r1["totals"] == {"restored": len(GOOD), "skipped": 0, "failed": len(FAILING)}
     local_files = local_run["report"]["files"]
     assert [f["input"] for f in r1["files"]] == [f"s3://{IN_BUCKET}/" + f["input"] for f in local_files]
     assert [f["output"] for f in r1["files"]] == [
@@ -478,7 +483,7 @@ def test_s3_folders_give_the_local_engines_outputs_and_a_rerun_skips(
     again = run_elir(*args, "--report", str(tmp_path / "r2.json"), env=env, timeout=JOB_TIMEOUT_S)
     assert again.returncode == 1, again.stderr.decode()
     r2 = json.loads((tmp_path / "r2.json").read_text())
-    assert r2["totals"] == {"restored": 0, "skipped": len(GOOD), "failed": len(BAD)}
+    assert r2["totals"] == {"restored": 0, "skipped": len(GOOD), "failed": len(FAILING)}
     assert {o["Key"]: o["ETag"] + str(o["LastModified"])
             for o in client.list_objects_v2(Bucket=OUT_BUCKET, Prefix="run1/")["Contents"]} == stamps_before
 

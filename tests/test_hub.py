@@ -32,17 +32,7 @@ from elir_cli.errors import (
 )
 from elir_cli.registry.tasks import load_manifest
 from hub_server import HubServer, ReleaseServer
-from hubtools import detector_path, release_path, sha256, tiny_files, write_tiny_manifest
-
-REPO = "elir-cli/elir"
-
-
-@pytest.fixture
-def hub_server_bfr(hub_server: HubServer, tiny_manifest: Path) -> tuple[HubServer, bytes]:
-    """The hub holding a tiny bfr model under the task's real file name."""
-    data = tiny_files("bfr")["safetensors"]
-    hub_server.add_commit(REPO, {"elir_bfr.safetensors": data})
-    return hub_server, data
+from hubtools import HUB_REPO, detector_path, release_path, sha256, tiny_files, write_tiny_manifest
 
 
 def leftovers(*roots: Path) -> list[Path]:
@@ -97,8 +87,8 @@ def test_offline_and_not_cached_says_what_to_run(tiny_manifest: Path, monkeypatc
 
 def test_pinned_revision(hub_server: HubServer, tiny_manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old, new = tiny_files("bfr", seed=1)["safetensors"], tiny_files("bfr", seed=2)["safetensors"]
-    first = hub_server.add_commit(REPO, {"elir_bfr.safetensors": old})
-    hub_server.add_commit(REPO, {"elir_bfr.safetensors": new})
+    first = hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": old})
+    hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": new})
 
     assert hub.ensure_task_weights("bfr").read_bytes() == new  # main moved on
     assert hub.ensure_task_weights("bfr", revision=first).read_bytes() == old
@@ -126,8 +116,8 @@ def test_repo_override_from_env(hub_server: HubServer, tiny_manifest: Path, monk
 
 
 def test_gated_repo_needs_a_token(hub_server: HubServer, tiny_manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub_server.add_commit(REPO, {"elir_bfr.safetensors": tiny_files("bfr")["safetensors"]})
-    hub_server.repos[REPO].gated, hub_server.repos[REPO].token = True, "hf_testtoken"
+    hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": tiny_files("bfr")["safetensors"]})
+    hub_server.repos[HUB_REPO].gated, hub_server.repos[HUB_REPO].token = True, "hf_testtoken"
     with pytest.raises(DownloadError) as err:
         hub.ensure_task_weights("bfr")
     assert "gated" in err.value.message and "HF_TOKEN" in (err.value.hint or "")
@@ -142,13 +132,13 @@ def test_gated_repo_needs_a_token(hub_server: HubServer, tiny_manifest: Path, mo
 def test_checksum_mismatch_removes_the_hub_file(hub_server: HubServer, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     data = tiny_files("bfr")["safetensors"]
-    hub_server.add_commit(REPO, {"elir_bfr.safetensors": data})
+    hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": data})
     manifest = write_tiny_manifest(tmp_path / "m.json", sha256s={("bfr", "hub"): "0" * 64})
     monkeypatch.setenv("ELIR_MANIFEST", str(manifest))
     with pytest.raises(ChecksumMismatchError) as err:
         hub.ensure_task_weights("bfr")
     assert sha256(data) in err.value.message and "removed" in err.value.message
-    repo_dir = store.hub_repo_dir(REPO)
+    repo_dir = store.hub_repo_dir(HUB_REPO)
     assert not list((repo_dir / "snapshots").rglob("*.safetensors"))
     assert not list((repo_dir / "blobs").iterdir())
     assert store.read_record("tasks", "bfr") is None
@@ -177,7 +167,7 @@ def test_truncated_transfer_is_an_error_and_leaves_nothing(hub_server_bfr: tuple
     with pytest.raises(DownloadError) as err:
         hub.ensure_task_weights("bfr")
     assert "cut short" in err.value.message
-    assert not list((store.hub_repo_dir(REPO) / "blobs").glob("*[!.lock]"))
+    assert not list((store.hub_repo_dir(HUB_REPO) / "blobs").glob("*[!.lock]"))
     assert not leftovers(store.hub_cache_dir())
     assert hub.cached_task_weights("bfr") is None
 
@@ -189,7 +179,7 @@ def test_hub_miss_falls_back_to_release_and_converts_once(miss: str, hub_server:
                                                           release_server: ReleaseServer,
                                                           tiny_manifest: Path, tmp_path: Path) -> None:
     if miss == "file":
-        hub_server.add_commit(REPO, {"README.md": b"no weights here"})
+        hub_server.add_commit(HUB_REPO, {"README.md": b"no weights here"})
     pth = tiny_files("sr")["pth"]
     release_server.add(release_path("sr"), pth)
     path = hub.ensure_task_weights("sr")
@@ -324,19 +314,19 @@ def test_verify_and_remove(hub_server_bfr: tuple, tmp_path: Path) -> None:
 
     removed = inventory.remove_task_weights("bfr")
     assert path in removed and not path.exists()
-    assert not list((store.hub_repo_dir(REPO) / "blobs").iterdir())
+    assert not list((store.hub_repo_dir(HUB_REPO) / "blobs").iterdir())
     assert hub.cached_task_weights("bfr") is None
 
 
 def test_cache_lookup_agrees_with_huggingface_hub(hub_server: HubServer, tiny_manifest: Path) -> None:
     from huggingface_hub import try_to_load_from_cache
 
-    commit = hub_server.add_commit(REPO, {"elir_bfr.safetensors": tiny_files("bfr")["safetensors"]})
+    commit = hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": tiny_files("bfr")["safetensors"]})
     hub.ensure_task_weights("bfr")
     for revision in ("main", commit, "v9", "0" * 40):
         for filename in ("elir_bfr.safetensors", "elir_sr.safetensors"):
-            theirs = try_to_load_from_cache(REPO, filename, cache_dir=store.hub_cache_dir(), revision=revision)
-            ours = store.hub_cached_file(REPO, filename, revision)
+            theirs = try_to_load_from_cache(HUB_REPO, filename, cache_dir=store.hub_cache_dir(), revision=revision)
+            ours = store.hub_cached_file(HUB_REPO, filename, revision)
             assert (str(ours) if ours else None) == (theirs if isinstance(theirs, str) else None)
 
 

@@ -29,6 +29,7 @@ MUST_FAIL = {
     "corrupt-header.jpg": "corrupt",
     "truncated.jpg": "truncated",
     "truncated_jpeg.jpg": "truncated",
+    "hopper_12bit.jpg": "12-bit JPEG: not supported by the decoder",
 }
 GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 LOSSY = {"jpg", "webp"}
@@ -133,3 +134,22 @@ def test_decoded_image_matches_pillow_upright_pixels_for_8bit_rgb_files() -> Non
         image: DecodedImage = read_image(path)
         expected = np.asarray(reference_upright(path).convert("RGB"))
         assert np.array_equal(quantised(image.rgb, 8), expected), name
+
+
+def test_a_12bit_jpeg_is_named_as_such_with_what_to_do() -> None:
+    from elir_cli.images.read import jpeg_sample_precision
+
+    path = PHOTOS / "awkward" / "hopper_12bit.jpg"
+    assert jpeg_sample_precision(path.read_bytes()) == 12
+    assert jpeg_sample_precision((PHOTOS / "faces" / "grace_hopper.jpg").read_bytes()) == 8
+    assert jpeg_sample_precision((PHOTOS / "awkward" / "pil_sample_cmyk.jpg").read_bytes()) == 8
+    with pytest.raises(ImageError) as refused:
+        read_image(path)
+    assert refused.value.message == f"{path}: 12-bit JPEG: not supported by the decoder"
+    assert "16-bit PNG or TIFF" in refused.value.hint
+    # the same bytes from a stream, and a damaged 8-bit JPEG, are not taken for one
+    with pytest.raises(ImageError, match="12-bit JPEG"):
+        read_image(path.read_bytes())
+    with pytest.raises(ImageError) as damaged:
+        read_image(PHOTOS / "awkward" / "corrupt-header.jpg")
+    assert "12-bit" not in damaged.value.message

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +33,7 @@ pytest.importorskip("multipart", reason="the serve extra (python-multipart) is n
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
-from serve_helpers import NO_FACE, PHOTOS, Server, png_bytes, post_image, request, rss_bytes  # noqa: E402
+from serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
 
 from elir_cli.serve.app import create_app  # noqa: E402
 from elir_cli.serve.config import ServeConfig, exposure_warning  # noqa: E402
@@ -143,7 +145,7 @@ def test_a_video_is_refused_for_now_but_avif_photos_are_not(client: TestClient) 
 
 def test_awkward_files_get_an_image_or_a_4xx_json_and_the_server_keeps_serving(client: TestClient) -> None:
     bad = {"truncated.jpg", "corrupt-header.jpg", "decompression_bomb.gif", "truncated_jpeg.jpg",
-           "65536-uint32-limit.png"}
+           "65536-uint32-limit.png", "hopper_12bit.jpg"}
     seen = Counter()
     for path in sorted((PHOTOS / "awkward").iterdir()):
         r = client.post("/v1/restore", files=upload(path.read_bytes(), path.name), data={**FAST, "faces": NO_FACE})
@@ -448,6 +450,24 @@ def test_real_server_refuses_huge_and_streamed_uploads(server: Server) -> None:
     assert status == 422 and json.loads(body)["field"] == "image"
     r = post_image(server.base, "/v1/restore", b"GIF89a not really", FAST)
     assert r.status == 422 and r.json()["field"] == "image"
+    assert post_image(server.base, "/v1/restore", png_bytes(), FAST).status == 200  # still serving
+
+
+def test_real_server_413_reaches_clients_that_send_the_whole_body_first(server: Server) -> None:
+    """urllib writes the whole body before it reads: the server drains it and answers 413 in JSON,
+    not a closed socket ("broken pipe"), over a declared Content-Length and a chunked body alike."""
+    over = b"\xff" * (3 * 1024 * 1024)  # the fixture's limit is 0.5 MiB
+    for path in ("/v1/restore", "/v1/jobs"):
+        r = post_image(server.base, path, over, FAST)  # urllib, Content-Length declared
+        assert r.status == 413, (path, r.status, r.body[:200])
+        assert "limit" in r.json()["error"] and r.json()["hint"]
+
+    body, ctype = multipart(FAST, over)
+    req = urllib.request.Request(server.base + "/v1/restore", method="POST", headers={"Content-Type": ctype},
+                                 data=(body[i:i + 65536] for i in range(0, len(body), 65536)))  # chunked
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    assert refused.value.code == 413 and "limit" in json.loads(refused.value.read())["error"]
     assert post_image(server.base, "/v1/restore", png_bytes(), FAST).status == 200  # still serving
 
 

@@ -86,6 +86,27 @@ def test_nothing_to_restore_imports_no_torch_even_for_reports(tmp_path: Path) ->
     assert "torch" not in result["modules"]
 
 
+# What `elir --help` and `elir models list` must not import: each costs tens of ms to seconds of
+# the start-up every command pays (torch ~3 s; pydantic, which typer 0.29 imports to check option
+# values unless they are bools, ~85 ms; numpy ~60 ms).
+NOT_ON_THE_QUICK_COMMANDS = ("torch", "numpy", "pydantic", "pydantic_core", "PIL", "cv2", "fastapi",
+                             "huggingface_hub", "safetensors", "httpx", "requests", "yaml")
+QUICK_COMMANDS = (("--help",), ("--version",), ("models", "--help"), ("models", "list"),
+                  ("models", "list", "--json"), ("restore", "--help"), ("batch", "--help"))
+
+
+def test_help_version_and_models_list_import_little(tmp_path: Path) -> None:
+    for command in QUICK_COMMANDS:
+        done, result = run_elir_then_report(tmp_path, *command)
+        assert result["code"] in (0, None), (command, done.stderr.decode()[-2000:])
+        assert done.stdout, command
+        loaded = sorted({m.split(".")[0] for m in result["modules"]} & set(NOT_ON_THE_QUICK_COMMANDS))
+        assert loaded == [], f"elir {' '.join(command)} imported {loaded}"
+    # the check sees what a command imports: the table of `models list` is rich's
+    done, result = run_elir_then_report(tmp_path, "models", "list")
+    assert "rich.table" in result["modules"] and "typer" in result["modules"]
+
+
 def imported_names(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -17,8 +17,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from elir_cli.errors import ChecksumMismatchError, UsageError
+from .typer_app import ElirTyper
 
-app = typer.Typer(
+app = ElirTyper(
     name="models",
     help="List, download, import and check the ELIR weights (cached under $ELIR_CACHE / $HF_HOME).",
     no_args_is_help=True,

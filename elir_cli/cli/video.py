@@ -55,10 +55,11 @@ def is_video(path: Path) -> bool:
 
 
 def is_image_or_video(path: Path) -> bool:
-    from elir_cli.images.read import is_image_file
+    """What a batch takes: images and videos by content, and files whose name says image."""
+    from elir_cli.images.read import is_image_or_claims_to_be
     from elir_cli.video.media import is_video_file
 
-    return is_image_file(path) or is_video_file(path)
+    return is_image_or_claims_to_be(path) or is_video_file(path)
 
 
 def video_output(src: Path, name: Path, exact: bool) -> Path:

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from elir_cli.errors import ElirError, UsageError, first_line
-from elir_cli.images.read import HEADER_BYTES, is_image_data
+from elir_cli.images.read import HEADER_BYTES, format_named_by, is_image_data
 from elir_cli.pipeline.batch import output_names
 from .cluster import INSTALL_HINT, RayUnavailableError, is_url
 
@@ -229,7 +229,10 @@ def _list(folder: Folder, *, exclude: str | None, missing_ok: bool = False) -> l
 
 
 def _is_image(folder: Folder, relative: str) -> bool:
-    """By content, as :func:`elir_cli.images.read.is_image_file`: the first bytes, Pillow for weak magics."""
+    """As :func:`elir_cli.images.read.is_image_or_claims_to_be`: by content (the first bytes,
+    Pillow for weak magics), or by a name that says image, so the batch reports a damaged file."""
+    if format_named_by(relative) is not None:
+        return True
     try:
         with folder.fs.open_input_file(folder.path(relative)) as handle:
             head = handle.read(HEADER_BYTES)

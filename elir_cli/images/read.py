@@ -40,6 +40,24 @@ MAX_16BIT = 65535.0
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's "L"
 HEADER_BYTES = 32
 _WEAK_MAGIC_FORMATS = ("BMP", "PPM")  # two-byte magics: confirmed by Pillow
+# Name endings that claim an image format (see format_named_by); lower case.
+NAME_CLAIMS = {
+    **dict.fromkeys((".jpg", ".jpeg", ".jpe", ".jfif"), "JPEG"),
+    ".png": "PNG",
+    **dict.fromkeys((".tif", ".tiff"), "TIFF"),
+    ".webp": "WEBP",
+    ".gif": "GIF",
+    ".bmp": "BMP",
+    ".avif": "AVIF",
+    **dict.fromkeys((".ppm", ".pgm", ".pbm", ".pnm"), "PPM"),
+    **dict.fromkeys((".jp2", ".j2k", ".jpf", ".jpx"), "JPEG2000"),
+}
+# JPEG markers (ITU-T T.81, table B.1): start of frame SOF0-SOF15 but for DHT, JPG and DAC,
+# which share the range; SOI/EOI/RSTn/TEM stand alone (no length); SOS starts the entropy data.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, 0xD8, 0xD9, *range(0xD0, 0xD8)})
+_JPEG_SOS = 0xDA
+_JPEG_8BIT = 8
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # What Pillow's decoders raise on damaged data (OSError covers "image file is truncated").
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
@@ -199,6 +217,21 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def format_named_by(name: str | os.PathLike[str]) -> str | None:
+    """The image format a file's name ending claims (``"JPEG"`` for ``x.JPG``), or None.
+
+    Never used to decide how a file is read (that is always by content); a
+    batch uses it so that a file whose name says image but whose bytes are not
+    one is reported as failed instead of passed over.
+    """
+    return NAME_CLAIMS.get(Path(name).suffix.lower())
+
+
+def is_image_or_claims_to_be(path: str | os.PathLike[str]) -> bool:
+    """An image by content (:func:`is_image_file`), or a regular file whose name says it is one."""
+    return is_image_file(path) or (format_named_by(path) is not None and Path(path).is_file())
+
+
 def is_image_data(head: bytes, read_all: Callable[[], bytes]) -> bool:
     """:func:`is_image_file` for a file that is not on the local file system (object storage).
 
@@ -239,10 +272,20 @@ def read_image(
                 image = _decode(name, data, im)
     except UnidentifiedImageError as exc:
         claimed = sniff_format(data[:HEADER_BYTES])
+        precision = jpeg_sample_precision(data) if claimed == "JPEG" else None
+        if precision is not None and precision != _JPEG_8BIT:
+            raise ImageError(
+                f"{name}: {precision}-bit JPEG: not supported by the decoder",
+                hint="convert it to a 16-bit PNG or TIFF and restore that",
+            ) from exc
         if claimed is not None:
             raise ImageError(
                 f"{name}: looks like {claimed} but its header is corrupt", hint="re-export or re-download the file"
             ) from exc
+        named = format_named_by(name)  # a path's, a URL's or a stream's name; bytes have none
+        if named is not None:
+            raise ImageError(f"{name}: not an image, though its name says {named}",
+                             hint="the file is damaged or misnamed; re-export or re-download it") from exc
         raise ImageError(
             f"{name}: not an image file we can read",
             hint=f"supported formats: {', '.join(READ_FORMATS)}",
@@ -254,6 +297,35 @@ def read_image(
         ) from exc
     notes = tuple(f"{name}: {_one_line(w.message)}" for w in caught)  # type: ignore[arg-type]
     return replace(image, warnings=image.warnings + notes) if notes else image
+
+
+def jpeg_sample_precision(data: bytes) -> int | None:
+    """The bits per sample a JPEG's frame header declares (8, 12 or 16), or None if none is found.
+
+    Walks the marker segments from the start of the file to the first
+    start-of-frame marker; stops at the entropy-coded data or at anything
+    that does not parse.
+    """
+    pos = 2  # after SOI
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker == _JPEG_SOS:
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _JPEG_SOF:
+            return data[pos + 4] if pos + 4 < len(data) and length >= 3 else None
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
 
 
 def _read_source(source: str | os.PathLike[str] | bytes | BinaryIO) -> tuple[str, bytes]:

@@ -21,6 +21,7 @@ from .autoencoder import Decoder, Encoder
 from .coarse_estimator import CoarseEstimator
 from .sampler import StepCallback, euler_sample
 from .config import ModelConfig
+from .placement import aligned
 from .vector_field import VectorField
 
 LATENT_FACTOR = 8
@@ -93,7 +94,8 @@ class ElirModel(nn.Module):
             raise ValueError(f"x must be a float tensor in [0,1], got {x.dtype}")
         k_steps = self.config.k_steps if steps is None else int(steps)
         height, width = x.shape[-2:]
-        x = pad_to_multiple(x.float(), self.config.pad_multiple)
+        # an aligned input, like the weights (.placement): the bits never depend on an address
+        x = aligned(pad_to_multiple(x.float(), self.config.pad_multiple))
         if self.is_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast(x.device):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import UsageError
-from elir_cli.images.read import is_image_file
+from elir_cli.images.read import is_image_or_claims_to_be
 from .files import FileRecord, FileRestorer, OutputName
 
 REPORT_VERSION = 1
@@ -67,11 +67,13 @@ def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
 
 
 def plan_batch(root: Path, out: Path, *, suffix: str = "",
-               include: Callable[[Path], bool] = is_image_file) -> list[BatchItem]:
+               include: Callable[[Path], bool] = is_image_or_claims_to_be) -> list[BatchItem]:
     """Every image file under ``root`` (recursively, by content) and its output under ``out``.
 
-    ``include`` decides which files are taken (default: images); a feature
-    built on the pipeline (video) passes a wider test.
+    ``include`` decides which files are taken (default: images, and files whose
+    name says image though their bytes are not one, so the batch reports them
+    as failed instead of passing over them); a feature built on the pipeline
+    (video) passes a wider test.
     """
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder", hint="elir batch takes a folder; use elir restore for files")

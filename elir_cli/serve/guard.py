@@ -1,16 +1,26 @@
 """An ASGI middleware in front of the app: the API key, then the upload limit.
 
 FastAPI has no upload limit of its own and reads a request's whole body
-before any dependency runs. This guard answers before the body is read: 401
-for a ``/v1`` request without the key, 413 for a declared ``Content-Length``
-over the limit, and 413 as soon as a streamed (chunked) body passes the
-limit, whatever the app was doing with it.
+before any dependency runs. This guard answers before the app reads the
+body: 401 for a ``/v1`` request without the key, 413 for a declared
+``Content-Length`` over the limit, and 413 as soon as a streamed (chunked)
+body passes the limit, whatever the app was doing with it.
+
+Before a 413 it reads and discards the rest of the body, up to
+:data:`DRAIN_MAX_BYTES` and :data:`DRAIN_SECONDS`: many clients (Python's
+urllib, http.client, requests with a file object, most languages' simple
+HTTP clients) write the whole body before they read any answer, and a
+connection closed under them ends in "broken pipe" instead of the 413. A
+client that sent ``Expect: 100-continue`` (curl, for large bodies) has sent
+no body yet and gets its answer at once; so does a body too large to drain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 from typing import Any, Awaitable, Callable
 
 Scope = dict[str, Any]
@@ -21,6 +31,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROTECTED_PREFIX = "/v1/"
 KEY_HEADER = b"x-api-key"
+# What is read and thrown away of a refused body so that the client can read the 413 (see above):
+# beyond these the connection is closed under the client, as before.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 15.0
 
 
 class BodyTooLarge(Exception):
@@ -45,6 +59,23 @@ async def send_error(send: Send, status: int, message: str, *, headers: list[tup
     await send({"type": "http.response.body", "body": body})
 
 
+async def drain(receive: Receive, max_bytes: int, seconds: float = DRAIN_SECONDS) -> bool:
+    """Read and discard the rest of a request's body; whether it ended within the bounds."""
+    deadline = time.monotonic() + seconds
+    read = 0
+    while read <= max_bytes:
+        try:
+            message = await asyncio.wait_for(receive(), timeout=max(deadline - time.monotonic(), 0.0))
+        except asyncio.TimeoutError:
+            return False
+        if message["type"] != "http.request":  # http.disconnect: the client gave up
+            return False
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
 class RequestGuard:
     def __init__(self, app: ASGIApp, *, max_body: int, api_key: str | None) -> None:
         self.app, self.max_body, self.api_key = app, max_body, api_key
@@ -67,6 +98,8 @@ class RequestGuard:
                 await send_error(send, 400, "Content-Length is not a number")
                 return
             if length > self.max_body:
+                if length <= self.max_body + DRAIN_MAX_BYTES and headers.get(b"expect", b"").lower() != b"100-continue":
+                    await drain(receive, DRAIN_MAX_BYTES)
                 await self._too_large(send)
                 return
         state = {"received": 0, "exceeded": False, "started": False}
@@ -77,6 +110,8 @@ class RequestGuard:
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > self.max_body:
                     state["exceeded"] = True
+                    if message.get("more_body", False):
+                        await drain(receive, DRAIN_MAX_BYTES)
                     raise BodyTooLarge()
             return message
 

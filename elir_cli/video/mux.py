@@ -59,10 +59,15 @@ X264_WITHOUT_AVX512 = "asm=avx2,cache64"
 
 
 def cpu_has_avx512() -> bool:
-    """Whether this CPU has AVX-512 (PyTorch's detection; False when unknown)."""
+    """Whether this CPU has AVX-512, as x264 sees it: the hardware's (cpuinfo), not the code
+    PyTorch chose to run (``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU leaves x264 on AVX-512).
+    False when unknown."""
     try:
         import torch
 
+        probe = getattr(torch.cpu, "_is_avx512_supported", None)  # the CPU's flags (PyTorch >= 2.3)
+        if probe is not None:
+            return bool(probe())
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     except Exception:  # noqa: BLE001 - an unknown CPU keeps the encoder's own detection
         return False
