@@ -16,6 +16,15 @@ ISOLATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOK
                 "ELIR_MANIFEST")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fork_server_stops_at_the_end() -> Iterator[None]:
+    """The servers that fork ``elir`` runs (tests/forkserver.py) end with the session."""
+    yield
+    from forkserver import stop_fork_servers
+
+    stop_fork_servers()
+
+
 @pytest.fixture(autouse=True)
 def isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Tests never touch the user's Hugging Face or elir-cli cache."""

@@ -100,6 +100,7 @@ def test_an_unsupported_precision_names_what_the_device_supports(tmp_path: Path)
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_models_info_shows_the_calibration_and_verify_precision_reruns_it(
         tmp_path: Path, tiny_manifest: Path) -> None:
     src = weights(tmp_path, tiny_model(seed=104), "imported")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
@@ -48,6 +49,7 @@ def outputs(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and not p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     good, bad = make_tree(src, copies=3)

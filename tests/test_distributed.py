@@ -32,6 +32,7 @@ import pytest
 
 from cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_weights
 
+pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "elir-cli[ray]"')
 
 PHOTOS = Path(__file__).parent / "data" / "photos" / "awkward"
@@ -335,7 +336,7 @@ def test_the_workers_use_the_drivers_precision(ray_address: str, worker_store: P
                                         psnr_db=10.0, threshold_db=45.0, passed=False, images=1, seconds=0.0,
                                         task="denoising", per_image_db=(10.0,)))
     src = tmp_path / "in"
-    make_tree(src, {name: GOOD[name] for name in ("a/gray.jpg",)})
+    make_tree(src, {name: GOOD[name] for name in ("a/gray.jpg",)}, named_as_image=False)
     store = {"HF_HOME": str(driver_home), "ELIR_CACHE": str(driver_home / "elir")}
     ran = {}
     for engine, extra in (("ray", ["--engine", "ray", "--ray-address", ray_address, "--num-model-workers", "1"]),

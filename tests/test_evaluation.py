@@ -471,6 +471,7 @@ def test_parse_sweep_refuses_bad_values() -> None:
             parse_sweep(bad)
 
 
+@pytest.mark.slow
 def test_cli_degrade_then_eval_end_to_end(tmp_path: Path, hq_dir: Path) -> None:
     env = {"ELIR_MANIFEST": str(MANIFEST)}
     lq = tmp_path / "lq"

@@ -45,6 +45,7 @@ def test_the_graph_restores_like_the_model_with_the_same_noise(exported: tuple[P
     assert card["parity"]["max_abs_diff"] <= 1e-4 and card["bytes"] == out.stat().st_size
 
 
+@pytest.mark.slow
 def test_an_existing_output_is_refused_unless_overwrite(exported: tuple[Path, Path, Path]) -> None:
     weights, out, card_path = exported
     before = out.read_bytes()

@@ -21,6 +21,7 @@ import torch
 import elir_cli
 from cli_helpers import assert_one_line_error, run_elir, tiny_weights
 
+pytestmark = pytest.mark.openvino
 openvino = pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install "elir-cli[openvino]")')
 
 from elir_cli.model.openvino_backend import INSTALL_HINT, STAGES, stages_of  # noqa: E402

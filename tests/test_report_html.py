@@ -59,6 +59,7 @@ def test_report_links_are_relative_and_reach_the_files(batch_run: Path) -> None:
         assert (batch_run.parent / link).is_file(), link
 
 
+@pytest.mark.browser
 def test_report_opens_from_disk_in_a_real_browser(batch_run: Path, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")

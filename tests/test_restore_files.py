@@ -105,9 +105,12 @@ def test_compile_setting_reaches_the_loaded_model(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(torch._dynamo.config, "suppress_errors", torch._dynamo.config.suppress_errors)
     weights = str(tiny_weights(tmp_path))
+    keys = []
     for flag in (False, True):
         restorer = FileRestorer(RestoreSettings(task="denoising", weights=weights, device="cpu", compile=flag))
         model = restorer.model
         compiled = [part._compiled_call_impl is not None for part in (model.enc, model.mmse, model.fmir, model.dec)]
         assert compiled == [flag] * 4
         assert restorer.describe()["compile"] is flag
+        keys.append(list(model.state_dict()))
+    assert keys[0] == keys[1]  # compiling keeps the module names and state_dict keys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -77,18 +78,21 @@ def test_prepared_model_matches_the_plain_one() -> None:
 
 
 COMPILE_SCRIPT = """
-import json, sys
+import dataclasses, json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 from torch._dynamo.utils import counters
 from elir_cli.model.runtime import prepare_model, resolve_runtime
 from tiny import TINY, tiny_model
 
+# Two levels in the vector field instead of four: a third fewer kernels for Inductor to build
+# (32 s instead of 46 s cold on 2 cores), the same four networks to capture.
+SMALL = dataclasses.replace(TINY, ch_mult=(1, 2))
 runtime = resolve_runtime("cpu", "fp32")
-plain = prepare_model(tiny_model(seed=3), runtime)
-compiled = prepare_model(tiny_model(seed=3), runtime, compile=True)
+plain = prepare_model(tiny_model(seed=3, config=SMALL), runtime)
+compiled = prepare_model(tiny_model(seed=3, config=SMALL), runtime, compile=True)
 x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
-noise = torch.randn(1, TINY.latent_channels, 8, 12, generator=torch.Generator().manual_seed(1))
+noise = torch.randn(1, SMALL.latent_channels, 8, 12, generator=torch.Generator().manual_seed(1))
 with torch.inference_mode():
     a, b = plain(x, noise=noise), compiled(x, noise=noise)
 print(json.dumps({"max_diff": (a - b).abs().max().item(), "graphs": counters["stats"]["unique_graphs"],
@@ -96,6 +100,7 @@ print(json.dumps({"max_diff": (a - b).abs().max().item(), "graphs": counters["st
 """
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_the_plain_one() -> None:
     # A child process: torch.compile's caches and settings are process-wide.
     import json
@@ -110,6 +115,26 @@ def test_compiled_model_matches_the_plain_one() -> None:
     assert result["keys_same"], result
     assert result["max_diff"] < 1e-4, result
     assert b"No CUDA runtime" not in done.stderr  # Inductor's irrelevant CPU-build warning is quiet
+
+
+def test_a_forced_isa_compiles_into_its_own_inductor_cache(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Inductor's cache does not key by ATEN_CPU_CAPABILITY: kernels compiled under =avx2 and
+    reused natively crashed the process (torch 2.14). Each forced setting gets its own folder."""
+    from elir_cli.model.runtime import separate_inductor_cache_for_forced_isa
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    separate_inductor_cache_for_forced_isa()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)  # native: the usual cache
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "AVX2")
+    separate_inductor_cache_for_forced_isa()
+    separate_inductor_cache_for_forced_isa()  # once only, however often models are compiled
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "aten-avx2")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    separate_inductor_cache_for_forced_isa()
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == os.path.join(default_cache_dir(), "aten-avx2")
 
 
 def test_half_precision_keeps_the_sampler_in_float32() -> None:

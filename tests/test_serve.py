@@ -513,6 +513,7 @@ def save_screen(page, tmp_path: Path, name: str) -> Path:  # type: ignore[no-unt
     return path
 
 
+@pytest.mark.browser
 def test_page_in_a_real_browser(server: Server, tmp_path: Path) -> None:
     sync_api = chromium_or_skip()
     photo = tmp_path / "grace hopper.jpg"

@@ -37,8 +37,9 @@ from elir_cli.pipeline.files import RestoreSettings  # noqa: E402
 from elir_cli.video.media import VideoError, is_video_file  # noqa: E402
 from elir_cli.video.stream import VideoOptions, restore_video  # noqa: E402
 
-pytestmark = pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg executable to make test clips "
-                                "(install imageio-ffmpeg or put ffmpeg on PATH)")
+pytestmark = [pytest.mark.video,
+              pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg executable to make test clips "
+                                 "(install imageio-ffmpeg or put ffmpeg on PATH)")]
 WORKER = Path(__file__).parent / "video_worker.py"
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -167,6 +168,7 @@ def run_worker(src: Path, dst: Path, *args: str, timeout: float = 240) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_memory_is_flat_in_the_video_length(tmp_path: Path) -> None:
     """Peak RSS of a 1 s and a 10 s clip (the face path without detection, to stay fast)."""
     short = make_clip(tmp_path / "short.mp4", seconds=1.0, fps=FPS)
@@ -180,6 +182,7 @@ def test_memory_is_flat_in_the_video_length(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_from_segment_to_segment_at_720p(tmp_path: Path) -> None:
     """Real detection, tracking and x264 at 720p, two 10 s segments (50 frames: x264's ~45
     frames of lookahead fill in each). The second segment must not raise the peak RSS
@@ -195,6 +198,7 @@ def test_memory_does_not_grow_from_segment_to_segment_at_720p(tmp_path: Path) ->
     assert last - first < 0.12 * grown_in_first, {"start": data["start_rss_kb"] // 1024,
                                                   "segments": [p // 1024 for p in data["segment_peaks_kb"]]}
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_bytes_of_an_uninterrupted_run(tmp_path: Path, clips: dict[str, Path]) -> None:
     """At the default (lossy) settings, in two processes: the same bytes, so the same frames.
 
@@ -246,6 +250,7 @@ def elir(*args: str, env: dict[str, str] | None = None, **kw):  # type: ignore[n
     return run_elir(*args, env={**ONE_THREAD, **(env or {})}, **kw)
 
 
+@pytest.mark.slow
 def test_cli_restores_a_video_and_a_photo_by_content(tmp_path: Path, tiny_denoise: Path) -> None:
     clip = make_clip(tmp_path / "clip.mov", seconds=0.5, fps=FPS)
     folder = tmp_path / "in"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.video
 pytest.importorskip("av", reason="the video tests need PyAV (pip install 'elir-cli[video,test]')")
 
 from torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)

@@ -336,6 +336,33 @@ def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False
     return compile_model(model) if compile else model
 
 
+FORCED_ISA_ENV = "ATEN_CPU_CAPABILITY"
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def separate_inductor_cache_for_forced_isa() -> None:
+    """Give a process whose ATen code is forced (``ATEN_CPU_CAPABILITY=avx2``) its own Inductor cache.
+
+    Inductor's on-disk cache does not key its entries by that setting (torch
+    2.14): a model compiled under ``ATEN_CPU_CAPABILITY=avx2`` and then
+    again without it, on the same AVX-512 machine, loaded the first one's
+    kernels and crashed ("double free or corruption"), twice out of two from
+    an empty cache. Such a process now caches in a subfolder named for the
+    setting, so the two never meet. Inductor itself reads the folder from
+    this environment variable (and writes it there).
+    """
+    forced = os.environ.get(FORCED_ISA_ENV, "").strip().lower()
+    if not forced:
+        return
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another PyTorch's layout: leave its cache as it is
+        return
+    base = os.environ.get(INDUCTOR_CACHE_ENV) or default_cache_dir()
+    if os.path.basename(base) != f"aten-{forced}":
+        os.environ[INDUCTOR_CACHE_ENV] = os.path.join(base, f"aten-{forced}")
+
+
 def compile_model(model: "ElirModel") -> "ElirModel":
     """``torch.compile`` the encoder, coarse estimator, vector field and decoder, in place.
 
@@ -352,6 +379,7 @@ def compile_model(model: "ElirModel") -> "ElirModel":
     import torch
 
     torch._dynamo.config.suppress_errors = True
+    separate_inductor_cache_for_forced_isa()
     # Inductor's C++ build warns "No CUDA runtime is found" on every CPU-only machine.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     for part in (model.enc, model.mmse, model.fmir, model.dec):
