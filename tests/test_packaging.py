@@ -52,3 +52,61 @@ def test_the_source_tree_finds_its_manifest_without_an_install() -> None:
             "from elir_cli.registry.tasks import get_task, weights_dir; print(weights_dir()); print(get_task('bfr').name)")
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(root / "weights"), "bfr"]
+
+
+# Where an optional extra's packages may be imported: the feature's own modules (lazily elsewhere,
+# behind the one-line install hint, is checked by each feature's "without the extra" test).
+EXTRA_OF = {"elir_cli/serve/": "serve", "elir_cli/evaluation/": "eval", "elir_cli/distributed/": "ray",
+            "elir_cli/video/": "video", "elir_cli/export/": "onnx", "elir_cli/model/openvino_backend.py": "openvino"}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "elir_cli"}
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_every_package_we_import_is_declared() -> None:
+    """What a module imports is in the dependencies, or in the extra of the feature it belongs to
+    (cv2 and numpy used to arrive only through facexlib and torch)."""
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = requirement_names(project["dependencies"])
+    extras = {name: requirement_names(reqs) for name, reqs in project["optional-dependencies"].items()}
+    everything = core.union(*extras.values())
+    providers = packages_distributions()
+    undeclared = {}
+    for path in sorted((ROOT / "elir_cli").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        extra = next((e for prefix, e in EXTRA_OF.items() if rel.startswith(prefix)), None)
+        allowed = core | extras[extra] if extra else everything
+        for module in sorted(third_party_imports(path)):
+            dists = {d.lower().replace("_", "-") for d in providers.get(module, [module])}
+            if not dists & allowed:
+                undeclared.setdefault(rel, []).append(f"{module} ({', '.join(sorted(dists))})")
+    assert undeclared == {}
+    # the check sees imports, lazy ones too: the hub client maps httpx2's errors; alignment is NumPy
+    assert "httpx2" in third_party_imports(ROOT / "elir_cli" / "registry" / "hub.py")
+    assert "numpy" in third_party_imports(ROOT / "elir_cli" / "faces" / "alignment.py")
+
+
+def test_the_test_extra_pulls_in_every_feature_extra() -> None:
+    """CI installs .[test]: every feature's extra must be in it, so every feature's tests run."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    test = set(extras["test"])
+    missing = {name: sorted(set(reqs) - test) for name, reqs in extras.items()
+               if name not in ("test", "bench") and set(reqs) - test}  # bench: benchmarks only (spandrel)
+    assert missing == {}
