@@ -116,6 +116,15 @@ def test_a_file_named_as_an_image_that_is_not_one_fails_others_are_ignored(tiny_
     assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == inputs  # inputs untouched
     assert sorted(p.name for p in outputs(tmp_path / "out")) == ["gh.jpg"]
 
+    # the summary after the table names each failed file once, on one line
+    again = run_elir("batch", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_denoising),
+                     "--task", "denoising", "--steps", "1")
+    assert again.returncode == 1, again.stderr.decode()
+    lines = [line for line in again.stdout.decode().splitlines() if line.startswith("failed: ")]
+    broken = src / "sub" / "broken.JPG"
+    assert f"failed: {broken}: not an image, though its name says JPEG" in lines, lines
+    assert all(line.count(str(src)) == 1 for line in lines), lines
+
 
 def test_finished_batch_reruns_without_loading_anything(tiny_denoising: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"

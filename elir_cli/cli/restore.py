@@ -377,5 +377,7 @@ def _summary_table(summary) -> None:  # type: ignore[no-untyped-def]
     out = Console(highlight=False)
     out.print(table)
     for record in summary.records:
-        if record.status == "failed":
-            out.print(f"failed: {record.input}: {record.error}", markup=False)
+        if record.status == "failed":  # errors about a file mostly name it first already
+            error = record.error or ""
+            named = error if error.startswith(f"{record.input}:") else f"{record.input}: {error}"
+            out.print(f"failed: {named}", markup=False, soft_wrap=True)
