@@ -228,8 +228,11 @@ def format_named_by(name: str | os.PathLike[str]) -> str | None:
 
 
 def is_image_or_claims_to_be(path: str | os.PathLike[str]) -> bool:
-    """An image by content (:func:`is_image_file`), or a regular file whose name says it is one."""
-    return is_image_file(path) or (format_named_by(path) is not None and Path(path).is_file())
+    """An image by content (:func:`is_image_file`), or a regular file whose name says it is one.
+
+    The name is looked at first, as for object storage: a file it settles is not opened.
+    """
+    return (format_named_by(path) is not None and Path(path).is_file()) or is_image_file(path)
 
 
 def is_image_data(head: bytes, read_all: Callable[[], bytes]) -> bool:
