@@ -57,8 +57,10 @@ for line in sys.stdin:
             sys.argv = ["elir", *request["args"]]
             runpy.run_module("elir_cli", run_name="__main__", alter_sys=True)
             code = 0
-        except SystemExit as exc:
+        except SystemExit as exc:  # as the interpreter ends: a non-int code is printed, and exits 1
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
         except BaseException:
             traceback.print_exc()
         finally:
