@@ -114,11 +114,13 @@ mark("import the CLI (typer, rich)")
 import torch
 mark("import torch")
 import cv2, numpy, PIL.Image
-from elir_cli.pipeline.files import FileRestorer, RestoreSettings, output_name_for
+from elir_cli.pipeline.files import output_name_for
+from elir_cli.pipeline.restorer import PhotoRestorer
+from elir_cli.pipeline.settings import RestoreSettings
 import elir_cli.faces.detection, elir_cli.faces.retinaface, elir_cli.pipeline.photo
 import elir_cli.images.read, elir_cli.images.write, elir_cli.model.elir
 mark("import numpy, cv2, PIL, the pipeline")
-restorer = FileRestorer(RestoreSettings(seed=1, device="cpu"))
+restorer = PhotoRestorer(RestoreSettings(seed=1, device="cpu"))
 restorer.fetch_weights()
 restorer.runtime
 mark("find the weights, resolve device and precision")

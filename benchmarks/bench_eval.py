@@ -43,7 +43,8 @@ from elir_cli.evaluation.degrade import degrade_folder  # noqa: E402
 from elir_cli.evaluation.evaluate import EvalSettings, Evaluator  # noqa: E402
 from elir_cli.evaluation.images import encode_png, read_uint8, resize_bicubic_uint8  # noqa: E402
 from elir_cli.model.elir import ElirModel  # noqa: E402
-from elir_cli.pipeline.photo import model_restorer, restore_array  # noqa: E402
+from elir_cli.pipeline.photo import model_restorer  # noqa: E402
+from elir_cli.pipeline.restorer import restore_array
 from elir_cli.registry.tasks import get_task  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos" / "faces"

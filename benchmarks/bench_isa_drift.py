@@ -8,7 +8,7 @@ second line, and checks the first, on the machine it runs on:
   sums, not their values, decides the rounding) is written once as the
   authors' ``.pth`` and as our ``.safetensors``;
 - child processes restore the task's seeded input at its native size with
-  the task's K steps, in float32, through ``elir_cli.registry.loading.load_model``:
+  the task's K steps, in float32, through ``elir_cli.registry.loading.load_float32_model``:
   natively, natively again from the other format, and with oneDNN and ATen
   forced to their AVX2 code (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``),
   each at 1 and at 2 threads;
@@ -41,11 +41,11 @@ THREADS = (1, 2)
 
 CHILD = """
 import sys, numpy as np, torch
-from elir_cli.registry.loading import load_model
+from elir_cli.registry.loading import load_float32_model
 from elir_cli.registry.tasks import get_task
 weights, task, size, threads, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 torch.set_num_threads(threads)
-model = load_model(weights, task=task)
+model = load_float32_model(weights, task=task)
 gen = torch.Generator().manual_seed(1)
 x = torch.rand(1, 3, size, size, generator=gen)
 with torch.inference_mode():

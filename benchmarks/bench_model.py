@@ -33,7 +33,7 @@ ours does fewer, the decoder's upsample being a transposed conv).
 
 The default path (``--precision auto``) is timed in the same rounds, twice:
 as ``elir_cli.load_model(path)`` gives it to a Python program (the API
-default) and as the ``elir`` command loads it (``FileRestorer``), with a bf16
+default) and as the ``elir`` command loads it (``PhotoRestorer``), with a bf16
 matmul in every round for its peak. Its first load calibrates (PSNR and
 seconds reported), into a fresh temporary store. ``--onnx`` also exports
 each task (``elir export``) and times onnxruntime in the rounds.
@@ -232,14 +232,15 @@ def bf16_run(model: ElirModel, x: torch.Tensor, noise: torch.Tensor, y: torch.Te
 def auto_models(task: str, model: ElirModel, folder: Path) -> tuple[ElirModel, ElirModel, dict[str, object]]:
     """The model at ``--precision auto`` as the API and as the command load it, and the calibration."""
     import elir_cli
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
 
     path = save_safetensors(folder / f"{task}.safetensors", model.state_dict(), model.config, task=task)
     messages: list[str] = []
     started = time.perf_counter()
     api = elir_cli.load_model(path, device="cpu", log=messages.append)  # the README's call, defaults
     load_s = time.perf_counter() - started
-    command = FileRestorer(RestoreSettings(task=task, weights=str(path), device="cpu")).model
+    command = PhotoRestorer(RestoreSettings(task=task, weights=str(path), device="cpu")).model
     from elir_cli.registry.store import read_calibration, sha256_file
 
     record = read_calibration(sha256_file(path), "bf16", "cpu")

@@ -31,7 +31,8 @@ from PIL import Image  # noqa: E402
 
 from elir_cli.faces.detection import FaceDetector  # noqa: E402
 from elir_cli.model.elir import ElirModel  # noqa: E402
-from elir_cli.pipeline.photo import model_restorer, restore_array  # noqa: E402
+from elir_cli.pipeline.photo import model_restorer  # noqa: E402
+from elir_cli.pipeline.restorer import restore_array
 from elir_cli.model.runtime import auto_batch_size, prepare_model, resolve_runtime  # noqa: E402
 from elir_cli.registry.tasks import get_task  # noqa: E402
 from elir_cli.model.config import ModelConfig

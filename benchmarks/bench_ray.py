@@ -117,7 +117,7 @@ def timed(run: Callable[[Callable[[object], None]], list[float]]) -> dict[str, f
 
 
 def registry_class():  # type: ignore[no-untyped-def]
-    """A Ray actor that notes when each model worker is ready (ModelWorker registers after loading)."""
+    """A Ray actor that notes when each model worker is ready (RayModelWorker registers after loading)."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -162,7 +162,8 @@ def main() -> None:
 
     os.environ.setdefault(BACKEND_LOG_LEVEL_ENV, BACKEND_LOG_LEVEL)  # as ray_session does
     from elir_cli.pipeline.batch import plan_batch, run_batch
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
 
     cores = os.cpu_count() or 1
     bench_started = time.perf_counter()
@@ -171,7 +172,7 @@ def main() -> None:
         weights = random_weights(work, args.task)
         src = make_folder(work / "in", args.files)
         settings = RestoreSettings(task=args.task, weights=str(weights), seed=0, device="cpu", suffix="")
-        warm = FileRestorer(settings, log=lambda message: print(message, flush=True))
+        warm = PhotoRestorer(settings, log=lambda message: print(message, flush=True))
         warm.prepare()  # --precision auto: calibrated and recorded once, here, for every engine below
         print(f"precision: {warm.device_description()}", flush=True)
         del warm
@@ -181,7 +182,7 @@ def main() -> None:
                 import torch
 
                 torch.set_num_threads(args.local_threads)
-                restorer = FileRestorer(settings)
+                restorer = PhotoRestorer(settings)
                 restorer.prepare()
                 ready = time.time()
                 summary = run_batch(restorer, plan_batch(src, out), on_done=on_done)

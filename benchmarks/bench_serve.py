@@ -5,7 +5,7 @@ Two parts, against a real ``elir serve`` (uvicorn) on a free 127.0.0.1 port:
 - overhead: one photo restored ``--runs`` times through ``POST /v1/restore``
   (wall time at the client: upload, multipart parsing, the queue, the worker,
   the answer) and as many times directly in this process through the same
-  library calls the worker makes (``read_image`` -> ``FileRestorer.restore_decoded``
+  library calls the worker makes (``read_image`` -> ``PhotoRestorer.restore_decoded``
   -> ``encode_image``), alternating, same seed and steps. Target: server
   median < direct median x 1.05 + 20 ms.
 - sustained load: ``--clients`` threads post a small photo without pause
@@ -55,9 +55,10 @@ def random_weights(folder: Path, task: str) -> Path:
 
 
 def direct_restorer(weights: Path, task: str, steps: int | None):  # type: ignore[no-untyped-def]
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
 
-    restorer = FileRestorer(RestoreSettings(task=task, weights=str(weights), device="cpu", steps=steps, seed=0))
+    restorer = PhotoRestorer(RestoreSettings(task=task, weights=str(weights), device="cpu", steps=steps, seed=0))
     restorer.prepare()
     return restorer
 

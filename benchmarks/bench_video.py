@@ -88,7 +88,8 @@ def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
 
     from elir_cli.model.checkpoint import save_safetensors
     from elir_cli.model.elir import ElirModel
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
     from elir_cli.registry.tasks import get_task
     from elir_cli.video.stream import VideoOptions, restore_video
 
@@ -100,7 +101,7 @@ def speed(folder: Path, frames: int, precision: str, device: str) -> dict:
     src = clip(folder / "720p.mp4", (1280, 720), frames / fps, fps)
     settings = RestoreSettings(task="bfr", weights=str(weights), seed=0, precision=precision, device=device)
     notes: list[str] = []
-    files = FileRestorer(settings, log=notes.append)
+    files = PhotoRestorer(settings, log=notes.append)
     t0 = time.perf_counter()
     files.prepare()  # model (and calibration, the first time), detector: start-up, not per-frame work
     load = time.perf_counter() - t0
@@ -188,7 +189,7 @@ def flicker_runs(folder: Path) -> dict:
 
     from elir_cli.faces.detection import FaceDetector
     from elir_cli.model.checkpoint import save_safetensors
-    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.pipeline.settings import RestoreSettings
     from elir_cli.video.flicker import face_boxes, flicker
     from elir_cli.video.stream import VideoOptions, restore_video
     from tiny import TINY, tiny_model

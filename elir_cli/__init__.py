@@ -14,6 +14,7 @@ docstring what it owns and which others it may import (``May import:``), and
 - ``pipeline/``  (3) photo restoration, tiling, files, batches
 - ``evaluation/`` (4) the paper's degradations and metrics, ``elir eval``
 - ``video/``     (4) videos: streaming decode/restore/encode, face tracking, resume
+- ``runner/``    (4b) the public ``Restorer`` (photos and videos) and folder jobs (local or Ray)
 - ``cli/``       (5) thin Typer commands over all of it
 
 Features built on the pipeline (video, serving, evaluation, distributed
@@ -51,7 +52,11 @@ if TYPE_CHECKING:
     from .model.elir import ElirModel
     from .evaluation.degrade import degrade_folder
     from .evaluation.evaluate import EvalSettings, Evaluator
-    from .pipeline.photo import RestoreResult, restore_array, restore_image
+    from .pipeline.files import PhotoRecord
+    from .pipeline.photo import RestoreResult
+    from .pipeline.restorer import restore_array, restore_image
+    from .pipeline.settings import RestoreSettings
+    from .runner.restorer import Restorer
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
     from .pipeline.inference import load_model
     from .registry.loading import convert_to_safetensors
@@ -64,8 +69,11 @@ _LAZY = {
     "convert_to_safetensors": "registry.loading",
     "read_checkpoint": "model.checkpoint",
     "ElirModel": "model.elir",
-    "restore_image": "pipeline.photo",
-    "restore_array": "pipeline.photo",
+    "restore_image": "pipeline.restorer",
+    "restore_array": "pipeline.restorer",
+    "Restorer": "runner.restorer",
+    "RestoreSettings": "pipeline.settings",
+    "PhotoRecord": "pipeline.files",
     "RestoreResult": "pipeline.photo",
     "ensure_task_weights": "registry.hub",
     "cached_task_weights": "registry.hub",
@@ -102,7 +110,10 @@ __all__ = [
     "ModelConfig",
     "ModelNotAvailableError",
     "OutputExistsError",
+    "PhotoRecord",
     "RestoreResult",
+    "RestoreSettings",
+    "Restorer",
     "StateDictMismatchError",
     "Task",
     "UnsafeCheckpointError",

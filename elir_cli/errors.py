@@ -8,28 +8,85 @@ unless ``--debug`` is given. This module imports nothing heavy.
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's first line (or its type's name), cut at ``limit`` characters, for one-line errors."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = _NotGiven()  # an error's ``value`` when it is about no particular value
+
+
+def plain_name(option: str) -> str:
+    """How the library names an option in a message: its keyword, as Python code writes it."""
+    return option
+
+
 class ElirError(Exception):
-    """Base class of every error elir-cli raises on purpose."""
+    """Base class of every error elir-cli raises on purpose.
+
+    An error about an option carries it as data: ``option`` (the keyword, as
+    :class:`~elir_cli.pipeline.settings.RestoreSettings` and the Python API
+    name it), ``value`` (what was given) and ``mentions`` (every option the
+    message or hint names, ``option`` first). The message and hint name them
+    with ``{keyword}`` placeholders, so each front end renders them its own
+    way (:meth:`render`): the library and the server as the keyword
+    (``det_threshold``), the CLI as the flag (``--det-threshold``). Nothing
+    parses a message to find the option.
+    """
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+    def __init__(self, message: str, *, hint: str | None = None, option: str | None = None,
+                 value: object = NOT_GIVEN, mentions: tuple[str, ...] = ()) -> None:
+        self.template = message
+        self.hint_template = hint
+        self.option = option
+        self.value = value
+        self.mentions = tuple(dict.fromkeys(((option,) if option else ()) + tuple(mentions)))
+        super().__init__(self.message)
+
+    def render(self, name: Callable[[str], str] = plain_name) -> tuple[str, str | None]:
+        """The message and the hint with each mentioned option written as ``name(option)``."""
+        return _fill(self.template, self.mentions, name), (
+            None if self.hint_template is None else _fill(self.hint_template, self.mentions, name))
+
+    @property
+    def message(self) -> str:
+        return self.render()[0]
+
+    @property
+    def hint(self) -> str | None:
+        return self.render()[1]
+
+    @hint.setter
+    def hint(self, text: str | None) -> None:
+        self.hint_template = text
 
     def __str__(self) -> str:
         return self.message
 
 
+def _fill(text: str, mentions: tuple[str, ...], name: Callable[[str], str]) -> str:
+    for option in mentions:
+        text = text.replace("{" + option + "}", name(option))
+    return text
+
+
 class UsageError(ElirError):
-    """An option or argument that cannot work (bad value, conflicting options)."""
+    """An option or argument that cannot work (bad value, conflicting options).
+
+    ``UsageError("{steps} must be at least 1, got 0", option="steps", value=0)``
+    reads ``steps must be ...`` in Python and ``--steps must ...`` on the
+    command line; the server answers 422 with ``"field": "steps"``.
+    """
 
     exit_code = 2
 
@@ -62,7 +119,7 @@ class StateDictMismatchError(CheckpointError):
             parts.append(f"wrong shape {len(shown)}: {_preview(shown)}")
         super().__init__(
             f"{source} does not fit the ELIR model ({'; '.join(parts)})",
-            hint="check that the file is an ELIR checkpoint for the task you chose (--task)",
+            hint="check that the file is an ELIR checkpoint for the task you chose ({task})", mentions=("task",),
         )
 
 

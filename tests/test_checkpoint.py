@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import goldens
-from elir_cli.registry.loading import load_model  # the file as read, float32 (the public one also prepares it)
+from elir_cli.registry.loading import load_float32_model  # the file as read, float32 (the public one also prepares it)
 from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
 from elir_cli.registry.loading import convert_to_safetensors
 from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
@@ -23,9 +23,9 @@ def tiny_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_pth_to_safetensors_round_trip_is_lossless(tiny_pth: Path, tmp_path: Path) -> None:
     # "denoising" shares the released shapes of sr/inpainting; the tiny file takes K, sigma from it.
-    original = load_model(tiny_pth, task="denoising")
+    original = load_float32_model(tiny_pth, task="denoising")
     out = convert_to_safetensors(tiny_pth, tmp_path / "converted.safetensors", task="denoising")
-    converted = load_model(out)  # the safetensors carries its own config and task
+    converted = load_float32_model(out)  # the safetensors carries its own config and task
     assert converted.config == original.config
     assert converted.task == "denoising"
     for key, value in original.state_dict().items():
@@ -37,12 +37,12 @@ def test_pth_to_safetensors_round_trip_is_lossless(tiny_pth: Path, tmp_path: Pat
 
 
 def test_loaded_model_holds_the_file_tensors_in_float32(tmp_path: Path) -> None:
-    # load_model builds on the meta device and assigns the file's tensors: none may stay
+    # load_float32_model builds on the meta device and assigns the file's tensors: none may stay
     # on meta, and a half-precision file is widened as load_state_dict's copy would.
     state = tiny_model(seed=3).state_dict()
     path = tmp_path / "half.pth"
     torch.save({k: v.half() for k, v in state.items()}, path)
-    model = load_model(path, task="denoising")
+    model = load_float32_model(path, task="denoising")
     loaded = dict(model.named_parameters())
     assert loaded.keys() == state.keys()
     for key, value in loaded.items():
@@ -63,13 +63,13 @@ def test_format_is_recognised_by_content_not_name(tiny_pth: Path, tmp_path: Path
 
 def test_authors_file_needs_a_task(tiny_pth: Path) -> None:
     with pytest.raises(UsageError, match="task"):
-        load_model(tiny_pth)
+        load_float32_model(tiny_pth)
 
 
 def test_safetensors_task_conflict_is_reported(tmp_path: Path) -> None:
     path = save_safetensors(tmp_path / "m.safetensors", tiny_model().state_dict(), TINY, task="bfr")
     with pytest.raises(UsageError, match="'bfr'"):
-        load_model(path, task="sr")
+        load_float32_model(path, task="sr")
 
 
 @pytest.mark.parametrize("damage", ["missing", "extra", "shape"])
@@ -86,7 +86,7 @@ def test_mismatched_file_names_the_tensors(damage: str, tmp_path: Path) -> None:
         expect = "wrong shape 1: dec.layers.18.bias (4,) != (3,)"
     path = save_safetensors(tmp_path / "bad.safetensors", state, TINY)
     with pytest.raises(StateDictMismatchError) as info:
-        load_model(path)
+        load_float32_model(path)
     assert expect in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -106,7 +106,7 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path: Path) -> None:
     evil = tmp_path / "elir_bfr.pth"
     torch.save({"fmir.first_proj.weight": torch.zeros(1), "x": Payload(marker)}, evil)
     with pytest.raises(UnsafeCheckpointError, match="refused"):
-        load_model(evil, task="bfr")
+        load_float32_model(evil, task="bfr")
     assert not marker.exists()
     # the legacy (non-zip) pickle format too
     legacy = tmp_path / "legacy.pth"
@@ -142,7 +142,7 @@ def test_truncated_pth_fails_cleanly(tiny_pth: Path, tmp_path: Path) -> None:
 
 def test_missing_file_is_a_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
-        load_model(tmp_path / "nope.safetensors")
+        load_float32_model(tmp_path / "nope.safetensors")
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:

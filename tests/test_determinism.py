@@ -28,7 +28,7 @@ from PIL import Image
 from cli_helpers import run_elir
 from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
 from elir_cli.model.placement import ALIGNMENT_BYTES, aligned, aligned_empty, is_aligned
-from elir_cli.registry.loading import load_model
+from elir_cli.registry.loading import load_float32_model
 from hubtools import tiny_files
 
 PHOTO = Path(__file__).parent / "data" / "photos" / "faces" / "grace_hopper.jpg"
@@ -78,7 +78,7 @@ def test_every_weights_format_gives_the_same_bits(bfr_files: dict[str, Path]) ->
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     outputs = {}
     for name, path in bfr_files.items():
-        model = load_model(path, task="bfr")
+        model = load_float32_model(path, task="bfr")
         unaligned = [k for k, v in model.state_dict().items() if not is_aligned(v)]
         assert unaligned == [], (name, unaligned[:5])
         outputs[name] = model.restore(x, generator=torch.Generator().manual_seed(7))
@@ -88,7 +88,7 @@ def test_every_weights_format_gives_the_same_bits(bfr_files: dict[str, Path]) ->
 
 
 def test_the_input_address_does_not_change_the_bits(bfr_files: dict[str, Path]) -> None:
-    model = load_model(bfr_files["safetensors"], task="bfr")
+    model = load_float32_model(bfr_files["safetensors"], task="bfr")
     x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(2))
     buffer = torch.empty(x.numel() + 64)
     results = []

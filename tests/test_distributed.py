@@ -213,7 +213,7 @@ def test_a_killed_model_worker_loses_nothing(ray_address: str, weights: Path, lo
     from elir_cli.distributed import RayOptions, run_ray_batch
     from elir_cli.distributed.worker import APPEARED_HINT
     from elir_cli.pipeline.batch import plan_batch
-    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.pipeline.settings import RestoreSettings
 
     copies = 2  # enough files that the kill lands with work left
     files = {f"{k}/{name}": source for k in range(copies) for name, source in GOOD.items()}
@@ -363,7 +363,7 @@ def test_a_driver_without_the_workers_device_decides_in_a_ray_task(
     from elir_cli.distributed.cluster import RayOptions
     from elir_cli.distributed.precision import decide_precision
     from elir_cli.errors import UsageError
-    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.pipeline.settings import RestoreSettings
 
     def no_device(name: str = "auto") -> Any:
         raise UsageError(f"this driver has no {name} device")

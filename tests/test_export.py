@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_elir, tiny_weights
-from elir_cli.registry.loading import load_model
+from elir_cli.registry.loading import load_float32_model
 from elir_cli.registry.store import sha256_file
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extra: pip install -e '.[test]'")
@@ -36,7 +36,7 @@ def test_the_graph_restores_like_the_model_with_the_same_noise(exported: tuple[P
     x = torch.rand(1, 3, 256, 256, generator=gen)
     noise = torch.randn(1, 16, 32, 32, generator=gen)
     got = session.run(["restored"], {"image": x.numpy(), "noise": noise.numpy()})[0]
-    expected = load_model(weights).restore(x, noise=noise).numpy()  # the K=3 Euler loop in PyTorch
+    expected = load_float32_model(weights).restore(x, noise=noise).numpy()  # the K=3 Euler loop in PyTorch
     assert np.abs(got - expected).max() <= 1e-4
     card = json.loads(card_path.read_text())
     assert card["task"] == "denoising" and card["k_steps"] == 3 and card["sigma_s"] == 0.1 and card["opset"] == 17

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from elir_cli.registry import hub, inventory, store
-from elir_cli.registry.loading import load_model
+from elir_cli.registry.loading import load_float32_model
 from elir_cli.errors import (
     CacheError,
     ChecksumMismatchError,
@@ -73,7 +73,7 @@ def test_first_download_then_cached_reuse_offline(hub_server_bfr: tuple, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.ensure_task_weights("bfr") == path
     assert hub.cached_task_weights("bfr") == path
-    model = load_model("bfr")  # load_model(task name) goes through ensure_task_weights
+    model = load_float32_model("bfr")  # load_float32_model(task name) goes through ensure_task_weights
     assert model.task == "bfr" and model.config.k_steps == load_manifest().tasks["bfr"].model.k_steps
 
 
@@ -196,7 +196,7 @@ def test_hub_miss_falls_back_to_release_and_converts_once(miss: str, hub_server:
     before = (len(hub_server.log), len(release_server.log))
     assert hub.ensure_task_weights("sr") == path
     assert (len(hub_server.log), len(release_server.log)) == before
-    model = load_model("sr")
+    model = load_float32_model("sr")
     assert model.config.k_steps == 3 and model.config.hid_channels == 32
 
 
@@ -266,7 +266,7 @@ def test_import_checks_shapes_and_leaves_input_alone(tiny_manifest: Path, tmp_pa
     before = (sha256(src.read_bytes()), src.stat().st_mtime_ns)
     path = hub.import_task_weights(src, "bfr")
     assert (sha256(src.read_bytes()), src.stat().st_mtime_ns) == before
-    assert load_model("bfr").task == "bfr"
+    assert load_float32_model("bfr").task == "bfr"
     assert inventory.task_status("bfr").source == "import" and inventory.task_status("bfr").path == path
 
     # A file with other shapes (the real task's, here) is refused with the mismatches listed.

@@ -11,7 +11,7 @@ from PIL import Image
 import elir_cli
 from elir_cli.errors import UsageError
 from elir_cli.faces.paste import Canvas, crop_to_output, resize_background, soft_mask
-from elir_cli.pipeline.photo import restore_array
+from elir_cli.pipeline.restorer import restore_array
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -166,21 +166,29 @@ def test_restore_image_pil_in_pil_out() -> None:
     assert result.faces[0].to_dict()["index"] == 0
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"upscale": 0}, "upscale"),
-    ({"upscale": 2.5}, "upscale"),
-    ({"batch_size": 0}, "batch size"),
-    ({"bg_task": "bfr"}, "background task"),
-    ({"mask": np.zeros((10, 10), bool)}, "mask"),
-    ({"aligned": True, "whole_image": True}, "exclude"),
-    ({"aligned": True, "face_indices": [0]}, "aligned=True skips face detection, so face_indices would be ignored"),
-    ({"whole_image": True, "max_faces": 1, "only_center_face": True}, "so max_faces, only_center_face would be"),
-    ({"task": "bsr", "det_threshold": 0.5}, "task bsr skips face detection, so det_threshold would be ignored"),
-    ({"fidelity": 2.0}, "fidelity"),
+@pytest.mark.parametrize("options,option,match", [
+    ({"upscale": 0}, "upscale", "upscale must be between 1 and 16, got 0"),
+    ({"upscale": 2.5}, "upscale", "upscale must be a whole number"),
+    ({"batch_size": 0}, "batch_size", "batch_size must be at least 1"),
+    ({"bg_task": "bfr"}, "bg_task", "background task"),
+    ({"mask": np.zeros((10, 10), bool)}, "task", "mask"),
+    ({"aligned": True, "whole_image": True}, "aligned", "aligned and whole_image exclude each other"),
+    ({"aligned": True, "face_indices": [0]}, "aligned",
+     "aligned skips face detection, so face_indices would be ignored"),
+    ({"whole_image": True, "max_faces": 1, "only_center_face": True}, "whole_image",
+     "so max_faces, only_center_face would be"),
+    ({"task": "bsr", "det_threshold": 0.5}, "det_threshold",
+     "task bsr restores whole photos, without face detection, so det_threshold would be ignored"),
+    ({"fidelity": 2.0}, "fidelity", "fidelity must be between 0 and 1, got 2.0"),
 ])
-def test_bad_options_are_usage_errors(options: dict, match: str) -> None:
-    with pytest.raises(UsageError, match=match):
+def test_bad_options_are_usage_errors(options: dict, option: str, match: str) -> None:
+    """Errors carry the option and its value; the library's message names it as Python does."""
+    with pytest.raises(UsageError, match=match) as caught:
         restore_array(load("astronaut.png"), restorer=identity, **options)
+    assert caught.value.option == option
+    if option in options:
+        assert caught.value.value == options[option] or list(caught.value.value) == list(options[option])
+    assert "--" not in str(caught.value) and "--" not in (caught.value.hint or "")
 
 
 def test_inpainting_mask_must_fit_the_photo() -> None:

@@ -12,7 +12,9 @@ import pytest
 from elir_cli.pipeline.batch import plan_batch, run_batch
 from elir_cli.errors import UsageError
 from elir_cli.pipeline.photo import RestoreResult
-from elir_cli.pipeline.files import FileRestorer, RestoreSettings, check_destinations, output_name_for
+from elir_cli.pipeline.files import check_destinations, output_name_for
+from elir_cli.pipeline.restorer import PhotoRestorer
+from elir_cli.pipeline.settings import RestoreSettings
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
@@ -52,22 +54,35 @@ def test_trailing_slash_means_a_folder(tmp_path: Path) -> None:
     assert exact.exact and exact.path == tmp_path / "new.png"
 
 
-@pytest.mark.parametrize("settings, match", [
-    ({"bg_task": "denoising"}, "not a background task"),
-    ({"task": "bsr", "bg_task": "bsr"}, "only applies to face tasks"),
-    ({"task": "bsr", "aligned": True}, "--aligned is for face tasks"),
-    ({"aligned": True, "face_indices": (1,)}, "--aligned skips face detection, so --faces would be ignored"),
-    ({"aligned": True, "max_faces": 2, "det_threshold": 0.5}, "--max-faces, --det-threshold would be ignored"),
-    ({"task": "bsr", "face_indices": (0,)}, "task bsr restores whole photos, without face detection, so --faces"),
-    ({"det_threshold": 0.0}, "det-threshold"),
-    ({"fidelity": 1.5}, "fidelity"),
+@pytest.mark.parametrize("settings, option, flags", [
+    ({"bg_task": "denoising"}, "bg_task", "--bg-task 'denoising' is not a background task"),
+    ({"task": "bsr", "bg_task": "bsr"}, "bg_task", "--bg-task only applies to face tasks"),
+    ({"task": "bsr", "aligned": True}, "aligned", "--aligned is for face tasks"),
+    ({"aligned": True, "face_indices": (1,)}, "aligned",
+     "--aligned skips face detection, so --faces would be ignored"),
+    ({"aligned": True, "max_faces": 2, "det_threshold": 0.5}, "aligned",
+     "--max-faces, --det-threshold would be ignored"),
+    ({"task": "bsr", "face_indices": (0,)}, "face_indices",
+     "task bsr restores whole photos, without face detection, so --faces"),
+    ({"det_threshold": 0.0}, "det_threshold", "--det-threshold must be between 0 and 1 (exclusive), got 0.0"),
+    ({"fidelity": 1.5}, "fidelity", "--fidelity must be between 0 and 1, got 1.5"),
+    ({"face_indices": "0,x"}, "face_indices", "--faces takes face numbers separated by commas, got '0,x'"),
 ])
-def test_settings_are_checked_before_any_work(settings: dict, match: str) -> None:
-    with pytest.raises(UsageError, match=match):
+def test_settings_are_checked_before_any_work(settings: dict, option: str, flags: str) -> None:
+    """One rule set, in the settings; the error says which option, and each front end names it its way."""
+    from elir_cli.pipeline.settings import flag_of, form_name_of
+
+    with pytest.raises(UsageError) as caught:
         RestoreSettings(**settings)
+    error = caught.value
+    assert error.option == option
+    assert error.value == settings[option]
+    assert flags in error.render(flag_of)[0]  # the CLI's words
+    assert "--" not in error.message  # the library's: keywords
+    assert form_name_of(option) in error.render(form_name_of)[0]  # the server's: form fields
 
 
-class FailsOnGrey(FileRestorer):
+class FailsOnGrey(PhotoRestorer):
     """A restorer that breaks like a real one can (out of memory) on one kind of photo."""
 
     def restore_decoded(self, image, *, faces_dir=None):  # type: ignore[no-untyped-def]
@@ -107,7 +122,7 @@ def test_compile_setting_reaches_the_loaded_model(tmp_path: Path, monkeypatch: p
     weights = str(tiny_weights(tmp_path))
     keys = []
     for flag in (False, True):
-        restorer = FileRestorer(RestoreSettings(task="denoising", weights=weights, device="cpu", compile=flag))
+        restorer = PhotoRestorer(RestoreSettings(task="denoising", weights=weights, device="cpu", compile=flag))
         model = restorer.model
         compiled = [part._compiled_call_impl is not None for part in (model.enc, model.mmse, model.fmir, model.dec)]
         assert compiled == [flag] * 4

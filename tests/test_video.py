@@ -33,7 +33,7 @@ from videoclips import (audio_packets, audio_samples, ffmpeg, ffmpeg_exe, frame_
                         make_clip)
 from video_worker import pattern_restorer  # noqa: E402
 
-from elir_cli.pipeline.files import RestoreSettings  # noqa: E402
+from elir_cli.pipeline.settings import RestoreSettings
 from elir_cli.video.media import VideoError, is_video_file  # noqa: E402
 from elir_cli.video.stream import VideoOptions, restore_video  # noqa: E402
 
@@ -339,7 +339,8 @@ def test_restore_array_takes_the_faces_it_is_given() -> None:
 
     from elir_cli.errors import UsageError
     from elir_cli.faces.detection import FaceDetector
-    from elir_cli.pipeline.photo import pil_to_array, restore_array
+    from elir_cli.pipeline.photo import pil_to_array
+    from elir_cli.pipeline.restorer import restore_array
 
     rgb = pil_to_array(Image.open(ROOT / "tests/data/photos/faces/astronaut.png"))
     detector = FaceDetector()

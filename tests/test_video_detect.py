@@ -18,7 +18,7 @@ from torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixtur
 from videoclips import ffmpeg_exe, make_clip  # noqa: E402
 from video_worker import pattern_restorer  # noqa: E402
 
-from elir_cli.pipeline.files import RestoreSettings  # noqa: E402
+from elir_cli.pipeline.settings import RestoreSettings
 from elir_cli.video.detect import detect_in_crop  # noqa: E402
 from elir_cli.video.stream import VideoOptions, restore_video  # noqa: E402
 from elir_cli.video.tracking import iou  # noqa: E402
@@ -107,7 +107,7 @@ def test_only_the_model_runs_on_torchs_threads(tmp_path: Path, monkeypatch: pyte
 def test_restoring_the_faces_region_gives_the_whole_frames_result(photo: np.ndarray, where: str) -> None:
     """The 8-bit path (only the crops' windows read, only the paste boxes written) gives the
     whole-frame float path's pixels, also where the crop is reflected at the frame's edge."""
-    from elir_cli.pipeline.files import FileRestorer
+    from elir_cli.pipeline.restorer import PhotoRestorer
     from elir_cli.video.frames import FrameRestorer
 
     if where == "inside":
@@ -116,7 +116,7 @@ def test_restoring_the_faces_region_gives_the_whole_frames_result(photo: np.ndar
         frame = np.ascontiguousarray(np.pad(photo[60:, 90:], ((0, 200), (0, 300), (0, 0)), mode="edge"))
     outputs = {}
     for regions in (True, False):
-        restorer = FrameRestorer(FileRestorer(SETTINGS), restorer=pattern_restorer())
+        restorer = FrameRestorer(PhotoRestorer(SETTINGS), restorer=pattern_restorer())
         restorer.restore_regions = regions
         outputs[regions] = restorer.restore(frame, time_s=0.0, frame=0, default_dt=0.1)
     region, whole = outputs[True], outputs[False]

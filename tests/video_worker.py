@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--aligned", action="store_true")
     parser.add_argument("--crf", type=int, default=None)
     args = parser.parse_args()
-    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.pipeline.settings import RestoreSettings
     from elir_cli.video.stream import VideoOptions, restore_video
 
     import av  # noqa: F401 - imported before start_rss_kb is taken, as are torch and cv2

@@ -81,10 +81,13 @@ def report_error(exc: ElirError) -> int:
     from rich.console import Console
     from rich.markup import escape
 
+    from elir_cli.pipeline.settings import flag_of
+
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]Error:[/] {escape(exc.message)}")
-    if exc.hint:
-        console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
+    message, hint = exc.render(flag_of)  # options named as flags: --det-threshold
+    console.print(f"[bold red]Error:[/] {escape(message)}")
+    if hint:
+        console.print(f"[yellow]Hint:[/] {escape(hint)}")
     return exc.exit_code
 
 
@@ -106,8 +109,8 @@ def main() -> None:
         raise
     except Exception as exc:  # click usage errors and the like
         if _is_click_error(exc, "ClickException"):
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            getattr(exc, "show")()
+            sys.exit(getattr(exc, "exit_code"))
         if _is_click_error(exc, "Abort"):
             sys.stderr.write("Aborted.\n")
             sys.exit(130)

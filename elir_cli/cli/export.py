@@ -17,7 +17,7 @@ Examples:
 
 
 def export(
-    task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
+    task: opt.Task = opt.TaskName("bfr"),
     output: Annotated[str, typer.Option("--output", "-o", help="The .onnx file to write (its model card goes beside it, .json).")] = "",
     weights: opt.Weights = None,
     fmt: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",

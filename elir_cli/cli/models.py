@@ -244,7 +244,7 @@ def _recalibrate(device: str, results: list[Any]) -> list[dict[str, Any]]:
 
     from elir_cli.model.runtime import resolve_runtime
     from elir_cli.pipeline.calibration import choose_precision
-    from elir_cli.registry.loading import load_model
+    from elir_cli.registry.loading import load_float32_model
     from elir_cli.registry.tasks import task_names
 
     runtime = resolve_runtime(device, "auto")
@@ -256,7 +256,7 @@ def _recalibrate(device: str, results: list[Any]) -> list[dict[str, Any]]:
     for r in results:
         if r.name not in task_names():
             continue
-        choice = choose_precision(load_model(r.path, task=r.name), runtime, weights=Path(r.path), sha256=r.sha256,
+        choice = choose_precision(load_float32_model(r.path, task=r.name), runtime, weights=Path(r.path), sha256=r.sha256,
                                   task=r.name, force=True, log=err.print)
         if choice.record is None:
             err.print(f"{r.name}: {choice.note}")

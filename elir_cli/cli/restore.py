@@ -49,15 +49,17 @@ def restore(
 ) -> None:
     """Restore photos and videos: detect faces, restore them with ELIR, paste them back."""
     from elir_cli.errors import UsageError
-    from elir_cli.pipeline.files import FileRestorer, check_destinations, expand_inputs, output_name_for
+    from elir_cli.pipeline.files import check_destinations, expand_inputs, output_name_for
+    from elir_cli.runner.restorer import Restorer
+    from elir_cli.runner.videos import is_video
 
-    settings = options.settings()
+    settings = options.settings
     console = stderr_console(quiet=options.quiet)
     use_stdin = inputs == [STDIO]
     if STDIO in inputs and not use_stdin:
         raise UsageError("- (standard input) cannot be mixed with file names")
     files = [] if use_stdin else expand_inputs(inputs)
-    videos = [f for f in files if vid.is_video(f)]
+    videos = [f for f in files if is_video(f)]
     if videos:
         if output == STDIO:
             raise UsageError("a video cannot be written to standard output", hint="use -o FILE")
@@ -71,13 +73,13 @@ def restore(
     out = None if output in (None, STDIO) else output
     if out is not None and len(files) > 1 and Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"{out} is a file but there are {len(files)} inputs", hint="give a folder with -o")
-    if to_stdout and (options.compare or options.as_json):
+    if to_stdout and (settings.compare or options.as_json):
         raise UsageError("--compare and --json need files, not standard output", hint="use -o FILE")
     destinations = [] if to_stdout else [
-        (src, output_name_for(src, out=out, suffix=options.suffix, many=len(files) > 1)) for src in files]
+        (src, output_name_for(src, out=out, suffix=settings.suffix, many=len(files) > 1)) for src in files]
     check_destinations(destinations)
 
-    restorer = FileRestorer(settings, log=console.print)
+    restorer = Restorer(settings, log=console.print)
     if use_stdin or to_stdout or any(restorer.needs_model(dst) for _, dst in destinations):
         restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
         console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
@@ -126,18 +128,20 @@ def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional
     """``elir restore`` when some inputs are videos: photos as usual, videos streamed."""
     from elir_cli.atomicwrite import write_bytes_atomic
     from elir_cli.errors import UsageError
-    from elir_cli.pipeline.files import FileRestorer, check_destinations, output_name_for
+    from elir_cli.pipeline.files import check_destinations, output_name_for
+    from elir_cli.runner.restorer import Restorer
+    from elir_cli.runner.videos import unreadable, video_output
 
-    settings = options.settings()
+    settings = options.settings
     console = stderr_console(quiet=options.quiet)
     many = len(files) > 1
     if output is not None and many and Path(output).exists() and not Path(output).is_dir():
         raise UsageError(f"{output} is a file but there are {len(files)} inputs", hint="give a folder with -o")
-    names = {src: output_name_for(src, out=output, suffix=options.suffix, many=many) for src in files}
+    names = {src: output_name_for(src, out=output, suffix=settings.suffix, many=many) for src in files}
     check_destinations([(src, name) for src, name in names.items() if src not in videos])
     flags.check()  # option errors (and a missing PyAV) before loading anything
-    failed_early = {src: record for src in videos if (record := vid.unreadable(src)) is not None}
-    restorer = FileRestorer(settings, log=console.print)
+    failed_early = {src: record for src in videos if (record := unreadable(src)) is not None}
+    restorer = Restorer(settings, log=console.print)
     if len(failed_early) < len(files):
         restorer.fetch_weights()
         console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
@@ -151,7 +155,7 @@ def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional
             vid.report_video(console, record)
         elif src in videos:
             name = names[src]
-            record = vid.restore_one(src, vid.video_output(src, name.path, name.exact), restorer, flags, console,
+            record = vid.restore_one(src, video_output(src, name.path, name.exact), restorer, flags, console,
                                      show=show)
             vid.report_video(console, record)
         else:
@@ -172,7 +176,7 @@ def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional
         raise typer.Exit(1)
 
 
-def _tip(console, restorer) -> None:  # type: ignore[no-untyped-def]
+def _tip(console: Any, restorer: Any) -> None:
     hint = restorer.faster_precision_hint()
     if hint:
         console.print(f"[dim]Tip: {hint}[/]")
@@ -180,7 +184,7 @@ def _tip(console, restorer) -> None:  # type: ignore[no-untyped-def]
         console.print("[dim]--compile: the first image compiles the model (a minute or more on a CPU)[/]")
 
 
-def _report_one(console, record) -> None:  # type: ignore[no-untyped-def]
+def _report_one(console: Any, record: Any) -> None:
     from rich.markup import escape
 
     if not report_problems(console, record) and record.status == "restored":
@@ -206,61 +210,41 @@ def batch(
     tracking: vid.Tracking = True,
 ) -> None:
     """Restore every image and video under a folder; existing outputs are skipped, so a rerun resumes."""
-    from elir_cli.errors import UsageError
-    from elir_cli.pipeline.batch import plan_batch, write_report
+    from rich.markup import escape
 
-    settings = options.settings()
+    from elir_cli.distributed.cluster import RayOptions
+    from elir_cli.pipeline.batch import write_report
+    from elir_cli.runner.folder import FolderJob
+    from elir_cli.runner.restorer import Restorer
+
+    settings = options.settings
     console = stderr_console(quiet=options.quiet)
-    ray_given = [flag for flag, value, default in (
-        ("--ray-address", ray_address, None), ("--num-model-workers", num_model_workers, None),
-        ("--cpus-per-worker", cpus_per_worker, 1.0), ("--gpus-per-worker", gpus_per_worker, 0.0)) if value != default]
-    if engine is opt.Engine.local and ray_given:
-        raise UsageError(f"{', '.join(ray_given)} {'needs' if len(ray_given) == 1 else 'need'} --engine ray",
-                         hint="add --engine ray, or drop them")
-    from elir_cli.distributed.cluster import is_url
-
-    urls = [where for where in (folder, output) if is_url(where)]
-    if urls and engine is opt.Engine.local:
-        raise UsageError(f"{urls[0]} is a URL; the local engine reads and writes folders on this machine",
-                         hint="add --engine ray (it reads and writes s3://, gs://, ... URLs), or give a local folder")
-    if urls and (options.compare or options.save_faces):
-        raise UsageError("--compare and --save-faces write next to local outputs; not with URL folders",
-                         hint="drop them, or restore into a local folder")
+    show = not options.as_json and not options.quiet
     flags = vid.VideoFlags(codec, crf, preset, tracking)
-    if urls:
-        from elir_cli.distributed import plan_storage
-
-        plan = plan_storage(folder, output, suffix=options.suffix)  # images only (see the README)
-        items: Any = plan
-        total, videos = len(plan.items), []
-    else:
-        items = plan_batch(Path(folder), Path(output), suffix=options.suffix, include=vid.is_image_or_video)
-        total = len(items)
-        videos = [item for item in items if vid.is_video(item.src)]
-        if videos:
-            flags.check()
-    progress = _progress(console, enabled=not options.as_json and not options.quiet)
-    error = None
+    job = FolderJob(folder, output, settings, video=flags.options(), engine=engine.value, ray=RayOptions(
+        address=ray_address, num_model_workers=num_model_workers, cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker))
+    total = job.total
+    progress = _progress(console, enabled=show)
     with progress:
         task_id = progress.add_task("Restoring", total=total, rate="")
-        lines = _RateLines(console, total=total, enabled=engine is opt.Engine.ray and not options.as_json
-                           and not options.quiet and not console.is_terminal)
+        lines = _RateLines(console, total=total, enabled=engine is opt.Engine.ray and show and not console.is_terminal)
 
-        def done(record) -> None:  # type: ignore[no-untyped-def]
+        def done(record: Any) -> None:
             progress.update(task_id, advance=1, rate=lines.advance(record))
             if record.status == "failed":
                 _report_one(console, record)
 
-        if engine is opt.Engine.ray:
-            from elir_cli.distributed import RayOptions
+        def loading(restorer: Any) -> None:
+            console.print(f"[dim]{total} images under {folder}; running on {restorer.runtime.describe()}[/]")
+            _tip(console, restorer)
 
-            summary, described, error = _batch_on_ray(
-                console, settings, items, videos, done, flags, RayOptions(
-                    address=ray_address, num_model_workers=num_model_workers, cpus_per_worker=cpus_per_worker,
-                    gpus_per_worker=gpus_per_worker), show=not options.as_json and not options.quiet)
-        else:
-            summary, described = _batch_locally(console, settings, items, Path(folder), done, flags,
-                                                show=not options.as_json and not options.quiet)
+        if engine is opt.Engine.local and not job.needs_model(Restorer(settings)):
+            console.print(f"[dim]{total} images under {folder}; every output exists already "
+                          "(--overwrite redoes them)[/]")
+        result = job.run(log=lambda message: console.print(escape(message)), on_done=done, on_loading=loading,
+                         progress_for=lambda src: vid.progress_printer(console, src.name) if show else None)
+    summary, described = result.summary, result.settings
     lines.finish(summary)
     if report is not None:
         from elir_cli.reports.html import is_html_report, write_html_report
@@ -270,8 +254,8 @@ def batch(
         typer.echo(json.dumps(summary.to_json(described), indent=2))
     elif not options.quiet:
         _summary_table(summary)
-    if error is not None:
-        raise error
+    if result.error is not None:
+        raise result.error
     if summary.interrupted:
         console.print("[yellow]Interrupted[/]: run the same command again to resume.", force=True)
         raise typer.Exit(130)
@@ -279,59 +263,12 @@ def batch(
         raise typer.Exit(1)
 
 
-def _batch_on_ray(console, settings, items, videos, done, flags, ray_options, *, show: bool):  # type: ignore[no-untyped-def]
-    """Photos on Ray; then the videos, if any, with the local engine on this machine (see the README)."""
-    from rich.markup import escape
-
-    from elir_cli.distributed import run_ray_batch
-    from elir_cli.pipeline.batch import BatchSummary, run_batch
-    from elir_cli.pipeline.files import FileRestorer
-
-    moving_ones = set(videos)
-    photos = [item for item in items if item not in moving_ones] if videos else items
-    result = run_ray_batch(settings, photos, ray_options, log=lambda message: console.print(escape(message)),
-                           on_done=done)
-    if not videos or result.error is not None or result.summary.interrupted:
-        return result.summary, result.settings, result.error
-    console.print(f"[dim]{len(videos)} video{'s' if len(videos) != 1 else ''}: restored by the local engine on "
-                  "this machine, after the photos (a video is one long stream, resumed by its own checkpoints)[/]")
-    restorer = FileRestorer(settings, log=console.print)
-    hook = vid.batch_hook(restorer, flags, console, show=show)
-    if any(not vid.video_output(item.src, item.output.path, exact=False).exists() or settings.overwrite
-           for item in videos):
-        restorer.fetch_weights()
-        restorer.prepare()
-    moving = run_batch(restorer, videos, on_done=done, restore_item=hook)
-    by_item = dict(zip(photos, result.summary.records))
-    by_item.update(zip(videos, moving.records))
-    summary = BatchSummary(records=[by_item[item] for item in items if item in by_item],
-                           interrupted=moving.interrupted, seconds=result.summary.seconds + moving.seconds)
-    return summary, result.settings, None
-
-
-def _batch_locally(console, settings, items, folder: Path, done, flags, *, show: bool):  # type: ignore[no-untyped-def]
-    from elir_cli.pipeline.batch import run_batch
-    from elir_cli.pipeline.files import FileRestorer
-
-    restorer = FileRestorer(settings, log=console.print)
-    if any(restorer.needs_model(item.output) for item in items):
-        restorer.fetch_weights()
-        console.print(f"[dim]{len(items)} images under {folder}; running on {restorer.runtime.describe()}[/]")
-        _tip(console, restorer)
-        restorer.prepare()
-    else:  # a finished run, run again: report it without loading torch, the model or the detector
-        console.print(f"[dim]{len(items)} images under {folder}; every output exists already "
-                      "(--overwrite redoes them)[/]")
-    hook = vid.batch_hook(restorer, flags, console, show=show)
-    return run_batch(restorer, items, on_done=done, restore_item=hook), restorer.describe()
-
-
 class _RateLines:
     """Progress as plain lines with files/s, every few seconds, where no bar can be drawn."""
 
     EVERY_S = 10.0
 
-    def __init__(self, console, *, total: int, enabled: bool) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, console: Any, *, total: int, enabled: bool) -> None:
         import time
 
         self._console, self._total, self._enabled = console, total, enabled
@@ -339,7 +276,7 @@ class _RateLines:
         self._started = self._last = self._clock()
         self._done = 0
 
-    def advance(self, record) -> str:  # type: ignore[no-untyped-def]
+    def advance(self, record: Any) -> str:
         """Count ``record``; the rate so far, as the bar shows it."""
         self._done += 1
         now = self._clock()
@@ -349,14 +286,14 @@ class _RateLines:
             self._console.print(f"Restoring: {self._done}/{self._total} files, {rate}")
         return rate
 
-    def finish(self, summary) -> None:  # type: ignore[no-untyped-def]
+    def finish(self, summary: Any) -> None:
         worked = summary.count("restored") + summary.count("failed")
         if self._enabled and worked:
             self._console.print(f"Done: {worked} files in {summary.seconds:.1f} s, "
                                 f"{worked / max(summary.seconds, 1e-9):.2f} files/s")
 
 
-def _progress(console, *, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress(console: Any, *, enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -365,7 +302,7 @@ def _progress(console, *, enabled: bool):  # type: ignore[no-untyped-def]
                     disable=not enabled or not console.is_terminal)
 
 
-def _summary_table(summary) -> None:  # type: ignore[no-untyped-def]
+def _summary_table(summary: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -25,7 +25,7 @@ Examples:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on; other than loopback, set an API key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
-    task: opt.Task = opt.TaskName.bfr,  # type: ignore[attr-defined]
+    task: opt.Task = opt.TaskName("bfr"),
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.auto,
     precision: opt.PrecisionOpt = opt.Precision.auto,

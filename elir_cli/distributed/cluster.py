@@ -49,11 +49,14 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         if self.num_model_workers is not None and self.num_model_workers < 1:
-            raise UsageError(f"--num-model-workers must be at least 1, got {self.num_model_workers}")
+            raise UsageError(f"{{num_model_workers}} must be at least 1, got {self.num_model_workers}",
+                             option="num_model_workers", value=self.num_model_workers)
         if self.cpus_per_worker <= 0:
-            raise UsageError(f"--cpus-per-worker must be positive, got {self.cpus_per_worker}")
+            raise UsageError(f"{{cpus_per_worker}} must be positive, got {self.cpus_per_worker}",
+                             option="cpus_per_worker", value=self.cpus_per_worker)
         if self.gpus_per_worker < 0:
-            raise UsageError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
+            raise UsageError(f"{{gpus_per_worker}} must be 0 or more, got {self.gpus_per_worker}",
+                             option="gpus_per_worker", value=self.gpus_per_worker)
 
     @property
     def torch_threads(self) -> int:
@@ -122,7 +125,8 @@ def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None
     try:
         port = int(port_text)
     except ValueError:
-        raise UsageError(f"--ray-address {address!r} is not host:port, ray://host:port or auto") from None
+        raise UsageError(f"{{ray_address}} {address!r} is not host:port, ray://host:port or auto",
+                         option="ray_address", value=address) from None
     try:
         with socket.create_connection((host.strip("[]"), port), timeout=timeout):
             pass

@@ -4,7 +4,7 @@ The plan is :func:`elir_cli.pipeline.batch.plan_batch`'s, so a folder gives
 the same outputs under the same names on either engine. The driver skips the
 outputs that exist (the local batch's rule), fetches the weights once through
 the registry, and turns the rest of the plan into a dataset of small rows
-(plan index, input path, output path); :class:`~.worker.ModelWorker` actors
+(plan index, input path, output path); :class:`~.worker.RayModelWorker` actors
 restore them and write the outputs themselves. The status rows stream back
 into the local batch's :class:`~elir_cli.pipeline.batch.BatchSummary`, in
 plan order, so ``--report`` and the summary are the same.
@@ -30,11 +30,13 @@ from typing import Any, Callable, Iterator
 
 from elir_cli.errors import ElirError, first_line
 from elir_cli.pipeline.batch import SKIPPED_HINT, BatchItem, BatchSummary
-from elir_cli.pipeline.files import FileRecord, FileRestorer, RestoreSettings
+from elir_cli.pipeline.files import PhotoRecord
+from elir_cli.pipeline.restorer import PhotoRestorer
+from elir_cli.pipeline.settings import RestoreSettings
 from .cluster import RayOptions, RayUnavailableError, import_ray, ray_session
 from .precision import decide_precision, workers_device
 from .storage import Folder, RemoteItem, existing_outputs, finished_output, open_folder, plan_folders
-from .worker import EXACT, FACES_KEY, INDEX, OUTPUT, SRC, ModelWorker, record_from_row
+from .worker import EXACT, FACES_KEY, INDEX, OUTPUT, SRC, RayModelWorker, record_from_row
 
 # One file per block up to this many files, so progress and retries are per file; beyond it
 # files share blocks (Ray Data schedules every block as a task; millions of tasks cost more
@@ -65,21 +67,21 @@ class RayBatchResult:
 
 def run_ray_batch(settings: RestoreSettings, items: "list[BatchItem] | StoragePlan", options: RayOptions, *,
                   log: Callable[[str], None] | None = None,
-                  on_done: Callable[[FileRecord], None] | None = None,
+                  on_done: Callable[[PhotoRecord], None] | None = None,
                   worker_registry: str | None = None) -> RayBatchResult:
     """Restore ``items`` (a :func:`plan_batch` plan, or a :func:`plan_storage` plan for URL
     folders) on Ray; per-file failures are records.
 
     Ctrl-C stops the job and returns what was done, with ``summary.interrupted``.
     ``worker_registry`` names an actor that each model worker registers with
-    (see :class:`ModelWorker`).
+    (see :class:`RayModelWorker`).
     """
     say = log or (lambda message: None)
     done = on_done or (lambda record: None)
     started = time.perf_counter()
-    restorer = FileRestorer(settings, log=say)
+    restorer = PhotoRestorer(settings, log=say)
     stored = items if isinstance(items, StoragePlan) else None
-    records: dict[int, FileRecord] = {}
+    records: dict[int, PhotoRecord] = {}
     rows: list[dict[str, Any]] = []
     for index, skipped in _skips_and_rows(restorer, items, rows):
         records[index] = skipped
@@ -101,7 +103,7 @@ def run_ray_batch(settings: RestoreSettings, items: "list[BatchItem] | StoragePl
                 f"({options.cpus_per_worker:g} CPU, {options.gpus_per_worker:g} GPU each) on {where}"
                 + ("" if decision is None else f", at {decision.precision} (--precision auto, decided once)"))
             dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
-                ModelWorker, batch_size=FILES_PER_CALL, batch_format="numpy",
+                RayModelWorker, batch_size=FILES_PER_CALL, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=result.workers),
                 num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
                 fn_constructor_args=(worker_settings, {k: str(v.resolve()) for k, v in weights_files.items()}),
@@ -141,15 +143,15 @@ def plan_storage(src: str, dst: str, *, suffix: str = "") -> StoragePlan:
     return StoragePlan(src=source, dst=target, items=plan_folders(source, target, suffix=suffix))
 
 
-def _skips_and_rows(restorer: FileRestorer, items: "list[BatchItem] | StoragePlan",
-                    rows: list[dict[str, Any]]) -> Iterator[tuple[int, FileRecord]]:
+def _skips_and_rows(restorer: PhotoRestorer, items: "list[BatchItem] | StoragePlan",
+                    rows: list[dict[str, Any]]) -> Iterator[tuple[int, PhotoRecord]]:
     """The plan's finished outputs as skipped records; the rest appended to ``rows`` for the workers."""
     if isinstance(items, StoragePlan):
         src, dst = items.src, items.dst
         existing = set() if restorer.settings.overwrite else existing_outputs(dst)
         for index, item in enumerate(items.items):
             if (found := finished_output(item.output, existing)) is not None:
-                yield index, FileRecord(input=src.show(item.relative), output=dst.show(found), status="skipped",
+                yield index, PhotoRecord(input=src.show(item.relative), output=dst.show(found), status="skipped",
                                         hint=SKIPPED_HINT)
             else:
                 faces_key = posixpath.join(posixpath.dirname(item.relative), posixpath.basename(item.output))
@@ -158,7 +160,7 @@ def _skips_and_rows(restorer: FileRestorer, items: "list[BatchItem] | StoragePla
         return
     for index, item in enumerate(items):
         if (found_path := restorer.kept_output(item.output)) is not None:
-            yield index, FileRecord(input=str(item.src), output=str(found_path), status="skipped", hint=SKIPPED_HINT)
+            yield index, PhotoRecord(input=str(item.src), output=str(found_path), status="skipped", hint=SKIPPED_HINT)
         else:
             rows.append({INDEX: index, SRC: str(item.src), OUTPUT: str(item.output.path), EXACT: item.output.exact,
                          FACES_KEY: (item.relative.parent / item.output.path.name).as_posix()})

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from elir_cli.errors import ElirError, UsageError
-from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+from elir_cli.pipeline.restorer import PhotoRestorer
+from elir_cli.pipeline.settings import RestoreSettings
 from .cluster import RayOptions, import_ray
 
 AUTO = "auto"
@@ -33,7 +34,7 @@ class Decision:
     """The precision the workers run at, and the device description a report records."""
 
     precision: str
-    device: str  # as FileRestorer.device_description() says it: "cpu (bf16, auto)"
+    device: str  # as PhotoRestorer.device_description() says it: "cpu (bf16, auto)"
 
 
 def workers_device(settings: RestoreSettings, options: RayOptions) -> str:
@@ -75,7 +76,7 @@ def decide_here(settings: RestoreSettings, weights_files: Mapping[str, "Path | s
     if runtime.compute_dtype is None:  # auto is float32 here: nothing to calibrate
         return Decision(FP32, runtime.describe())
     files = {source: Path(path) for source, path in weights_files.items()}
-    restorer = FileRestorer(replace(settings, device=device), log=say, weights_files=files)
+    restorer = PhotoRestorer(replace(settings, device=device), log=say, weights_files=files)
     recorded = _recorded(settings, restorer.fetch_weights(), runtime.precision, runtime.device.type)
     if recorded is not None:
         chosen = recorded

@@ -2,10 +2,10 @@
 
 Each actor loads the model (and the detector) once, from the weights files the
 driver fetched through the registry, then restores the files of every batch it
-is given with :meth:`FileRestorer.restore_file`: decode, detect, restore and
+is given with :meth:`PhotoRestorer.restore_file`: decode, detect, restore and
 write the output to its final path atomically, on the worker. Only a small
 status row per file goes back (its index in the plan and its
-:class:`FileRecord` as JSON: status, faces, timings, error).
+:class:`PhotoRecord` as JSON: status, faces, timings, error).
 
 Per-file failures are rows: nothing a file does stops the worker.
 """
@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from elir_cli.errors import first_line
-from elir_cli.pipeline.files import FileRecord, FileRestorer, OutputName, RestoreSettings
+from elir_cli.pipeline.files import PhotoRecord, OutputName
+from elir_cli.pipeline.restorer import PhotoRestorer
+from elir_cli.pipeline.settings import RestoreSettings
 
 if TYPE_CHECKING:
     from .storage import Folder
@@ -32,7 +34,7 @@ RECORD = "record"
 APPEARED_HINT = "output appeared during the run (written by a worker that was lost and retried, or by another run)"
 
 
-class ModelWorker:
+class RayModelWorker:
     """Restores files with one model loaded per Ray actor."""
 
     def __init__(self, settings: RestoreSettings, weights_files: Mapping[str, str], *, torch_threads: int,
@@ -64,7 +66,7 @@ class ModelWorker:
         files = {source: Path(path) for source, path in weights_files.items() if Path(path).exists()}
         # A file the driver fetched that this node cannot see (no shared storage): the registry
         # fetches the task's weights here, into this node's cache.
-        self.restorer = FileRestorer(settings, weights_files=files)
+        self.restorer = PhotoRestorer(settings, weights_files=files)
         self.restorer.prepare()
         self.storage = storage
         if storage is not None:
@@ -89,18 +91,18 @@ class ModelWorker:
             records.append(json.dumps(record.to_json()))
         return {INDEX: np.asarray(indices, dtype=np.int64), RECORD: np.asarray(records, dtype=object)}
 
-    def restore_one(self, src: Path, output: OutputName, *, faces_key: str) -> FileRecord:
+    def restore_one(self, src: Path, output: OutputName, *, faces_key: str) -> PhotoRecord:
         # The driver skipped the outputs that existed when it planned; one that exists now was
         # written since, by an attempt of this run that Ray retried (a lost worker) or by another run.
         if (existing := self.restorer.kept_output(output)) is not None:
-            return FileRecord(input=str(src), output=str(existing), status="skipped", hint=APPEARED_HINT)
+            return PhotoRecord(input=str(src), output=str(existing), status="skipped", hint=APPEARED_HINT)
         try:
             record, _ = self.restorer.restore_file(src, output, faces_key=faces_key)
         except Exception as exc:  # noqa: BLE001  one file never stops a worker; it is recorded as failed
             record = _failed(str(src), exc)
         return record
 
-    def restore_stored(self, relative: str, output: str, *, faces_key: str) -> FileRecord:
+    def restore_stored(self, relative: str, output: str, *, faces_key: str) -> PhotoRecord:
         """:meth:`restore_one` for URL folders: read the input's bytes, store the output's (see storage)."""
         from elir_cli.errors import ElirError
 
@@ -112,7 +114,7 @@ class ModelWorker:
         overwrite = self.restorer.settings.overwrite
         try:
             if not overwrite and (existing := finished_output_on(dst, output)) is not None:
-                return FileRecord(input=shown, output=dst.show(existing), status="skipped", hint=APPEARED_HINT)
+                return PhotoRecord(input=shown, output=dst.show(existing), status="skipped", hint=APPEARED_HINT)
             try:
                 data = read_bytes(src, relative)
             except OSError as exc:
@@ -121,20 +123,20 @@ class ModelWorker:
                 None, None, data=data, display_name=shown, faces_key=faces_key,
                 put=lambda suffix, payload: write_new(dst, output + suffix, payload, overwrite=overwrite))
         except ElirError as exc:
-            record = FileRecord(input=shown, status="failed", error=exc.message, hint=exc.hint)
+            record = PhotoRecord(input=shown, status="failed", error=exc.message, hint=exc.hint)
         except Exception as exc:  # noqa: BLE001  as in restore_one
             record = _failed(shown, exc)
         return record
 
 
-def _failed(shown: str, exc: BaseException) -> FileRecord:
+def _failed(shown: str, exc: BaseException) -> PhotoRecord:
     last = traceback.extract_tb(exc.__traceback__)[-1:]
     where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
     first = first_line(exc)
-    return FileRecord(input=shown, status="failed", error=f"{shown}: {type(exc).__name__}: {first}{where}",
+    return PhotoRecord(input=shown, status="failed", error=f"{shown}: {type(exc).__name__}: {first}{where}",
                       hint="rerun with --debug on the local engine for the traceback and report it")
 
 
-def record_from_row(row: Mapping[str, Any]) -> tuple[int, FileRecord]:
+def record_from_row(row: Mapping[str, Any]) -> tuple[int, PhotoRecord]:
     """A status row back from a worker as (plan index, record)."""
-    return int(row[INDEX]), FileRecord(**json.loads(str(row[RECORD])))
+    return int(row[INDEX]), PhotoRecord(**json.loads(str(row[RECORD])))

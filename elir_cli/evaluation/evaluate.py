@@ -141,10 +141,10 @@ class Evaluator:
         if self._restorer is not None:
             return self._restorer
         if self._model is None:
-            from elir_cli.registry.loading import load_model
+            from elir_cli.registry.loading import load_float32_model
 
             s = self.settings
-            self._model = load_model(s.weights or s.task, task=s.task, device=self.device).eval()
+            self._model = load_float32_model(s.weights or s.task, task=s.task, device=self.device).eval()
         return model_restorer(self._model, seed=self.settings.seed, steps=steps, fidelity=fidelity)
 
     # ------------------------------------------------------------------ running
@@ -152,7 +152,7 @@ class Evaluator:
     def run(self, out_dir: Path | None = None, *, fidelity: float | None = None, steps: int | None = None,
             report: bool = True) -> dict[str, Any]:
         """Restore (unless ``restored_dir``), measure every image, write the results; return them."""
-        from elir_cli.pipeline.photo import restore_array
+        from elir_cli.pipeline.restorer import restore_array
 
         s = self.settings
         out_dir = out_dir or s.out_dir

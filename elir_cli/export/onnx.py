@@ -195,11 +195,11 @@ def export_task(task: str, output: str | os.PathLike[str], *, weights: str | Non
     path = Path(output)
     check_destination(path, overwrite=overwrite, source_path=None)
     check_destination(card_path_for(path), overwrite=overwrite, source_path=None)
-    from elir_cli.registry.loading import load_model, weights_path
+    from elir_cli.registry.loading import load_float32_model, weights_path
     from elir_cli.registry.store import recorded_sha256
 
     file = weights_path(weights or task)
-    model = load_model(file, task=task)
+    model = load_float32_model(file, task=task)
     if model.task and model.task != task:
         raise UsageError(f"the weights {file} are for task {model.task!r}, not {task!r}")
     model.task = task

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import UsageError
 from elir_cli.images.read import is_image_or_claims_to_be
-from .files import FileRecord, FileRestorer, OutputName
+from .files import PhotoRecord, OutputName
+from .restorer import PhotoRestorer
 
 REPORT_VERSION = 1
 # The hint of a file skipped because its output is already there (every engine says the same).
@@ -34,7 +35,7 @@ class BatchItem:
 
 @dataclass
 class BatchSummary:
-    records: list[FileRecord] = field(default_factory=list)
+    records: list[PhotoRecord] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
 
@@ -118,8 +119,8 @@ def output_names(relatives: Sequence[PurePath], *, suffix: str = "") -> list[Pur
     return names
 
 
-def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
-              on_done: Callable[[FileRecord], None] | None = None,
+def run_batch(restorer: PhotoRestorer, items: list[BatchItem], *,
+              on_done: Callable[[PhotoRecord], None] | None = None,
               restore_item: Callable[[BatchItem], Any] | None = None) -> BatchSummary:
     """Restore ``items`` in order; Ctrl-C stops after recording what was done.
 
@@ -132,7 +133,7 @@ def run_batch(restorer: FileRestorer, items: list[BatchItem], *,
         for item in items:
             record = restore_item(item) if restore_item is not None else None
             if record is None and (existing := restorer.kept_output(item.output)) is not None:
-                record = FileRecord(input=str(item.src), output=str(existing), status="skipped",
+                record = PhotoRecord(input=str(item.src), output=str(existing), status="skipped",
                                     hint=SKIPPED_HINT)
             elif record is None:
                 faces_key = (item.relative.parent / item.output.path.name).as_posix()

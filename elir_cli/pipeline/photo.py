@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from elir_cli.faces.detection import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, Face
+from elir_cli.faces.detection import DEFAULT_THRESHOLD, Face
 from elir_cli.errors import ImageError, UsageError
 from elir_cli.model.runtime import auto_batch_size
 from elir_cli.registry.tasks import Task, get_task
+
+from .settings import RestoreSettings, face_choices_given
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +37,6 @@ if TYPE_CHECKING:
     from elir_cli.model.elir import ElirModel
 
 Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
-MAX_UPSCALE = 16
-BG_TASKS = ("bsr",)
 WHOLE_IMAGE_TILE = 512  # model pixels per tile
 WHOLE_IMAGE_OVERLAP = 64
 
@@ -89,126 +89,67 @@ def model_restorer(model: "ElirModel", *, seed: int | None = None, steps: int | 
     return restore
 
 
-def restore_image(
-    image: "Image.Image",
-    *,
-    task: str = "bfr",
-    restorer: Restorer | None = None,
-    weights: str | None = None,
-    device: "str | torch.device" = "cpu",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    upscale: int | None = None,
-    bg_task: str | None = None,
-    bg_restorer: Restorer | None = None,
-    aligned: bool = False,
-    whole_image: bool = False,
-    det_threshold: float = DEFAULT_THRESHOLD,
-    min_face_size: float = 0.0,
-    only_center_face: bool = False,
-    max_faces: int | None = None,
-    face_indices: Sequence[int] | None = None,
-    detector: "FaceDetector | str | None" = None,
-    steps: int | None = None,
-    fidelity: float = 1.0,
-    seed: int | None = None,
-    mask: "Image.Image | np.ndarray | None" = None,
-) -> RestoreResult:
-    """Restore a PIL photo; see :func:`restore_array` for the options."""
-    mask_array = None
-    if mask is not None:
-        mask_array = np.asarray(mask.convert("L")) >= 128 if hasattr(mask, "convert") else np.asarray(mask)
-    return restore_array(
-        pil_to_array(image), task=task, restorer=restorer, weights=weights, device=device, precision=precision,
-        batch_size=batch_size, upscale=upscale, bg_task=bg_task, bg_restorer=bg_restorer,
-        aligned=aligned, whole_image=whole_image, det_threshold=det_threshold,
-        min_face_size=min_face_size, only_center_face=only_center_face, max_faces=max_faces,
-        face_indices=face_indices, detector=detector, steps=steps, fidelity=fidelity, seed=seed,
-        mask=mask_array,
-    )
+def restore_photo(rgb: np.ndarray, settings: RestoreSettings, *, restorer: Restorer,
+                  device: "str | torch.device", batch_size: int, detector: "FaceDetector | None" = None,
+                  bg_restorer: Restorer | None = None, mask: np.ndarray | None = None,
+                  faces: Sequence[Face] | None = None) -> RestoreResult:
+    """Restore a float32 HxWx3 RGB photo in [0,1] as ``settings`` say, with crops restored by ``restorer``.
 
-
-def restore_array(
-    rgb: np.ndarray,
-    *,
-    task: str = "bfr",
-    restorer: Restorer | None = None,
-    weights: str | None = None,
-    device: "str | torch.device" = "cpu",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    upscale: int | None = None,
-    bg_task: str | None = None,
-    bg_restorer: Restorer | None = None,
-    aligned: bool = False,
-    whole_image: bool = False,
-    det_threshold: float = DEFAULT_THRESHOLD,
-    min_face_size: float = 0.0,
-    only_center_face: bool = False,
-    max_faces: int | None = None,
-    face_indices: Sequence[int] | None = None,
-    detector: "FaceDetector | str | None" = None,
-    steps: int | None = None,
-    fidelity: float = 1.0,
-    seed: int | None = None,
-    mask: np.ndarray | None = None,
-    faces: Sequence[Face] | None = None,
-) -> RestoreResult:
-    """Restore a float32 HxWx3 RGB photo in [0,1].
-
-    - ``task``: a task name; face tasks detect faces unless ``aligned`` (the
-      photo is one aligned face crop) or ``whole_image`` (tile the whole photo).
-    - ``restorer`` / ``weights`` / ``device`` / ``steps`` / ``fidelity`` /
-      ``seed``: the crop restorer, or the ELIR model to load and how to run it.
-    - ``precision``: for a model loaded here, ``auto`` (bf16/fp16 where the
-      device has it and a calibration per weights file allows, else fp32),
-      ``fp32`` (exact to the authors), ``bf16`` or ``fp16``.
-    - ``batch_size``: crops per model call (default: 1 on the CPU, where
-      batching is not faster, 4 on a GPU); it bounds memory.
-    - ``upscale``: output scale (default: the task's scale, 1 for bfr).
-    - ``bg_task="bsr"`` restores the background with ELIR bsr (``bg_restorer``
-      to plug in another); default: the background is resized.
-    - face choice: ``det_threshold``, ``min_face_size`` (eye distance px),
-      ``only_center_face``, ``max_faces`` (largest N), ``face_indices``.
-    - ``mask``: HxW bool, True where pixels are missing (inpainting only).
-    - ``faces``: restore these faces (their landmarks place the crops)
-      instead of detecting and choosing; for callers that find faces their
-      own way (video tracks faces and smooths their landmarks).
+    The loaded parts come from the caller (a :class:`~elir_cli.pipeline.restorer.PhotoRestorer`):
+    ``restorer`` for the task's crops (or tiles), ``bg_restorer`` for the
+    background when ``settings.bg_task`` is set, ``detector`` for face tasks
+    that detect. ``mask``: HxW, True where pixels are missing (inpainting
+    only). ``faces``: restore these faces (their landmarks place the crops)
+    instead of detecting and choosing; for callers that find faces their own
+    way (video tracks faces and smooths their landmarks).
     """
-    spec = get_task(task)
+    spec = get_task(settings.task)
     rgb = _check_photo(rgb)
-    if batch_size is None:
-        batch_size = auto_batch_size(device)
-    scale = _check_options(spec, rgb, upscale=upscale, batch_size=batch_size, bg_task=bg_task,
-                           aligned=aligned, whole_image=whole_image, mask=mask, steps=steps,
-                           fidelity=fidelity, face_choices=face_choices_given(
-                               face_indices=face_indices, max_faces=max_faces, only_center_face=only_center_face,
-                               min_face_size=min_face_size, det_threshold=det_threshold, detector=detector))
-    if faces is not None and (aligned or whole_image or spec.kind == "image" or face_choices_given(
-            face_indices=face_indices, max_faces=max_faces, only_center_face=only_center_face,
-            min_face_size=min_face_size, det_threshold=det_threshold, detector=detector)):
+    scale = spec.scale if settings.upscale is None else settings.upscale
+    if batch_size < 1:
+        raise UsageError(f"{{batch_size}} must be at least 1, got {batch_size}", option="batch_size", value=batch_size)
+    if faces is not None and (settings.aligned or settings.whole_image or spec.kind == "image"
+                              or face_choices_given(settings)):
         raise UsageError("faces=... gives the faces to restore; it excludes detection and face-choice options")
     if mask is not None:
-        mask = mask.astype(bool)
-    if restorer is None:
-        restorer = _load_restorer(weights or task, task, device, precision, seed=seed, steps=steps,
-                                  fidelity=fidelity)
-    if spec.kind == "image" or whole_image:
+        mask = _check_mask(np.asarray(mask), spec, rgb)
+    if spec.kind == "image" or settings.whole_image:
         photo = rgb if mask is None else np.where(mask[:, :, None], np.float32(0.0), rgb)
         out = _tiled(photo, restorer, spec, scale, batch_size, device)
-        return RestoreResult(array=out, faces=[], task=task, upscale=scale)
-    if aligned:
+        return RestoreResult(array=out, faces=[], task=settings.task, upscale=scale)
+    if settings.aligned:
         out, face = _restore_aligned(rgb, restorer, spec, scale, mask, device)
-        return RestoreResult(array=out, faces=[face], task=task, upscale=scale)
+        return RestoreResult(array=out, faces=[face], task=settings.task, upscale=scale)
     if faces is None:
-        found = _detector(detector, device).detect(rgb, threshold=det_threshold)
+        if detector is None:
+            raise ValueError("restore_photo: a face task that detects needs a detector")
+        threshold = DEFAULT_THRESHOLD if settings.det_threshold is None else settings.det_threshold
+        found = detector.detect(rgb, threshold=threshold)
         height, width = rgb.shape[:2]
-        chosen = _select(found, (width, height), min_face_size, only_center_face, max_faces, face_indices)
+        chosen = _select(found, (width, height), settings.min_face_size, settings.only_center_face,
+                         settings.max_faces, settings.face_indices)
     else:
         chosen = list(faces)
-    background = _background(rgb, scale, bg_task, bg_restorer, batch_size, device, seed, precision)
+    if settings.bg_task is None:
+        from elir_cli.faces.paste import resize_background
+
+        background = resize_background(rgb, scale)
+    else:
+        if bg_restorer is None:
+            raise ValueError("restore_photo: bg_task needs a bg_restorer")
+        background = _tiled(rgb, bg_restorer, get_task(settings.bg_task), scale, batch_size, device)
     pasted = paste_restored_faces(rgb, background, chosen, restorer, spec, scale, batch_size, mask, device)
-    return RestoreResult(array=background, faces=pasted, task=task, upscale=scale)
+    return RestoreResult(array=background, faces=pasted, task=settings.task, upscale=scale)
+
+
+def _check_mask(mask: np.ndarray, spec: Task, rgb: np.ndarray) -> np.ndarray:
+    if spec.name != "inpainting":
+        raise UsageError(f"a mask is only used by the inpainting task, not {spec.name}", option="task",
+                         value=spec.name)
+    if mask.shape != rgb.shape[:2]:
+        raise UsageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}", hint="give a mask of the photo's size")
+    return mask.astype(bool)
 
 
 def restore_faces_uint8(rgb8: np.ndarray, faces: Sequence[Face], *, task: str, restorer: Restorer,
@@ -274,93 +215,12 @@ def _check_photo(rgb: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0)
 
 
-# The face-choice options, by parameter name, with the command-line flag of each.
-FACE_CHOICE_FLAGS = {"face_indices": "--faces", "max_faces": "--max-faces",
-                     "only_center_face": "--only-center-face", "min_face_size": "--min-face-size",
-                     "det_threshold": "--det-threshold", "detector": "--detector"}
-
-
-def face_choices_given(*, face_indices: Sequence[int] | None = None, max_faces: int | None = None,
-                       only_center_face: bool = False, min_face_size: float = 0.0,
-                       det_threshold: float | None = None, detector: object = None) -> list[str]:
-    """The face-choice options set to something other than their default (parameter names).
-
-    Without detection (``aligned``, ``whole_image``, or a whole-photo task)
-    they would do nothing, so they are refused rather than silently ignored.
-    """
-    given = {"face_indices": face_indices is not None, "max_faces": max_faces is not None,
-             "only_center_face": bool(only_center_face), "min_face_size": min_face_size > 0,
-             "det_threshold": det_threshold not in (None, DEFAULT_THRESHOLD), "detector": detector is not None}
-    return [name for name in FACE_CHOICE_FLAGS if given[name]]
-
-
-def _check_options(spec: Task, rgb: np.ndarray, *, upscale: int | None, batch_size: int,
-                   bg_task: str | None, aligned: bool, whole_image: bool, mask: np.ndarray | None,
-                   steps: int | None, fidelity: float, face_choices: list[str]) -> int:
-    scale = spec.scale if upscale is None else upscale
-    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= MAX_UPSCALE:
-        raise UsageError(f"upscale must be a whole number from 1 to {MAX_UPSCALE}, got {upscale!r}")
-    if batch_size < 1:
-        raise UsageError(f"batch size must be >= 1, got {batch_size}")
-    if bg_task is not None and bg_task not in BG_TASKS:
-        raise UsageError(f"unknown background task {bg_task!r}", hint=f"choose one of: {', '.join(BG_TASKS)}")
-    if aligned and whole_image:
-        raise UsageError("--aligned and --whole-image exclude each other",
-                         hint="--aligned: the photo is one aligned face; --whole-image: tile the whole photo")
-    if spec.kind == "image" and aligned:
-        raise UsageError(f"task {spec.name} restores whole photos; --aligned is for face tasks")
-    if face_choices and (aligned or whole_image or spec.kind == "image"):
-        why = "aligned=True" if aligned else "whole_image=True" if whole_image else f"task {spec.name}"
-        raise UsageError(f"{why} skips face detection, so {', '.join(face_choices)} would be ignored",
-                         hint="drop them, or let faces be detected")
-    if mask is not None:
-        if spec.name != "inpainting":
-            raise UsageError(f"a mask is only used by the inpainting task, not {spec.name}")
-        if mask.shape != rgb.shape[:2]:
-            raise UsageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
-                             f"{rgb.shape[1]}x{rgb.shape[0]}", hint="give a mask of the photo's size")
-    if steps is not None and steps < 1:
-        raise UsageError(f"steps must be >= 1, got {steps}")
-    if not 0.0 <= fidelity <= 1.0:
-        raise UsageError(f"fidelity must be in [0, 1], got {fidelity}")
-    return scale
-
-
-def _load_restorer(source: str, task: str, device: "str | torch.device", precision: str, *,
-                   seed: int | None, steps: int | None, fidelity: float) -> Restorer:
-    from .inference import load_model
-
-    return model_restorer(load_model(source, task=task, device=device, precision=precision), seed=seed,
-                          steps=steps, fidelity=fidelity)
-
-
-def _detector(detector: "FaceDetector | str | None", device: "str | torch.device") -> "FaceDetector":
-    from elir_cli.faces.detection import FaceDetector, cached_detector
-
-    if isinstance(detector, FaceDetector):
-        return detector
-    return cached_detector(detector or DEFAULT_DETECTOR, device)
-
-
 def _select(found: list[Face], size: tuple[int, int], min_face_size: float, only_center_face: bool,
             max_faces: int | None, face_indices: Sequence[int] | None) -> list[Face]:
     from elir_cli.faces.detection import select_faces
 
     return select_faces(found, image_size=size, min_face_size=min_face_size,
                         only_center_face=only_center_face, max_faces=max_faces, face_indices=face_indices)
-
-
-def _background(rgb: np.ndarray, scale: int, bg_task: str | None, bg_restorer: Restorer | None,
-                batch_size: int, device: "str | torch.device", seed: int | None,
-                precision: str = "auto") -> np.ndarray:
-    from elir_cli.faces.paste import resize_background
-
-    if bg_task is None:
-        return resize_background(rgb, scale)
-    spec = get_task(bg_task)
-    if bg_restorer is None:
-        bg_restorer = _load_restorer(bg_task, bg_task, device, precision, seed=seed, steps=None, fidelity=1.0)
-    return _tiled(rgb, bg_restorer, spec, scale, batch_size, device)
 
 
 def _tiled(rgb: np.ndarray, restorer: Restorer, spec: Task, scale: int, batch_size: int,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 from elir_cli._version import __version__
 from .store import (
-    FileRecord,
+    StoredWeights,
     Source,
     cache_writes,
     hub_cache_dir,
@@ -377,7 +377,7 @@ def _checked_bundled_detector(d: Detector) -> Path:
 
 # -- helpers -----------------------------------------------------------------------------
 
-def _keep_record(kind: Literal["tasks", "detectors"], record: FileRecord) -> None:
+def _keep_record(kind: Literal["tasks", "detectors"], record: StoredWeights) -> None:
     """Record a hash of a file that is already in place and checked.
 
     On a read-only cache (a shared, pre-filled cache is common on clusters) the

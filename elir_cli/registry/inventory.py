@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .store import (
-    FileRecord,
+    StoredWeights,
     Source,
     cache_writes,
     elir_cache_dir,
@@ -51,7 +51,7 @@ class TaskStatus:
     task: Task
     path: Path | None
     source: Source | None
-    record: FileRecord | None
+    record: StoredWeights | None
     hub_repo: str
     hub_revision: str
 

@@ -30,7 +30,7 @@ def weights_path(source: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_model(source: str | os.PathLike[str], task: str | None = None,
+def load_float32_model(source: str | os.PathLike[str], task: str | None = None,
                device: "str | torch.device" = "cpu") -> "ElirModel":
     """Load ELIR in float32 from a weights file (any supported format) or a task name.
 

@@ -52,7 +52,7 @@ from .release import (
     verify_download,
 )
 from .store import hub_endpoint, is_offline, sha256_file
-from .tasks import Manifest, Task, load_manifest, manifest_path
+from .tasks import TaskManifest, Task, load_manifest, manifest_path
 
 if TYPE_CHECKING:
     from elir_cli.model.checkpoint import Checkpoint
@@ -286,7 +286,7 @@ def _fits(ckpt: "Checkpoint", task: Task) -> bool:
 
 # -- the model card -----------------------------------------------------------------------------
 
-def model_card(manifest: Manifest, files: tuple[PublishedFile, ...]) -> str:
+def model_card(manifest: TaskManifest, files: tuple[PublishedFile, ...]) -> str:
     """``README.md`` for the repo: front matter, the task table, the files and their sha256, the paper."""
     from huggingface_hub import ModelCardData
 
@@ -327,7 +327,7 @@ def model_card(manifest: Manifest, files: tuple[PublishedFile, ...]) -> str:
     return "\n".join(lines)
 
 
-def manifest_licence(manifest: Manifest) -> str:
+def manifest_licence(manifest: TaskManifest) -> str:
     """The manifest's licence line (falls back to the tasks' licence)."""
     data = json.loads(manifest.path.read_text(encoding="utf-8"))
     return str(data.get("licence") or next(iter(manifest.tasks.values())).licence)

@@ -159,7 +159,7 @@ def sha256_file(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class FileRecord:
+class StoredWeights:
     """What we recorded about a weights file when we first handed it out."""
 
     name: str
@@ -183,20 +183,20 @@ class FileRecord:
 
 
 def make_record(name: str, path: Path, sha256: str, *, source: Source, origin: str,
-                origin_sha256: str | None = None, verified: bool = False) -> FileRecord:
+                origin_sha256: str | None = None, verified: bool = False) -> StoredWeights:
     st = path.stat()
-    return FileRecord(name=name, path=str(path), sha256=sha256, size=st.st_size,
+    return StoredWeights(name=name, path=str(path), sha256=sha256, size=st.st_size,
                       mtime_ns=st.st_mtime_ns, source=source, origin=origin,
                       origin_sha256=origin_sha256, verified_against_manifest=verified,
                       recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-def read_record(kind: Literal["tasks", "detectors"], name: str) -> FileRecord | None:
+def read_record(kind: Literal["tasks", "detectors"], name: str) -> StoredWeights | None:
     """The record for a task or detector, or None when there is none (or it is unreadable)."""
     path = record_path(kind, name)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return FileRecord(**data)
+        return StoredWeights(**data)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError):
@@ -211,7 +211,7 @@ def recorded_sha256(path: Path, task: str | None = None) -> str:
     return sha256_file(Path(path))
 
 
-def write_record(kind: Literal["tasks", "detectors"], record: FileRecord) -> Path:
+def write_record(kind: Literal["tasks", "detectors"], record: StoredWeights) -> Path:
     path = record_path(kind, record.name)
     text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
     return write_text_atomic(path, text)

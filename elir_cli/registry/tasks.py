@@ -66,7 +66,7 @@ class Detector:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class TaskManifest:
     """The whole registry: where our hub files live, the tasks and the detectors."""
 
     hub_repo_id: str
@@ -108,13 +108,13 @@ def manifest_path() -> Path:
     return Path(override).expanduser() if override else weights_dir() / MANIFEST_NAME
 
 
-def load_manifest() -> Manifest:
+def load_manifest() -> TaskManifest:
     """Read (once per path) the manifest named by :func:`manifest_path`."""
     return _load_manifest(str(manifest_path()))
 
 
 @lru_cache(maxsize=4)
-def _load_manifest(path_text: str) -> Manifest:
+def _load_manifest(path_text: str) -> TaskManifest:
     path = Path(path_text)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -131,7 +131,7 @@ def _load_manifest(path_text: str) -> Manifest:
                          hint=f"check ${MANIFEST_ENV} or reinstall elir-cli") from None
 
 
-def _parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
+def _parse_manifest(data: dict[str, Any], path: Path) -> TaskManifest:
     tasks = {}
     for name, t in data["tasks"].items():
         tasks[name] = Task(
@@ -152,7 +152,7 @@ def _parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
             paper=t.get("paper"),
         )
     detectors = {name: Detector(name=name, **d) for name, d in data["detectors"].items()}
-    return Manifest(
+    return TaskManifest(
         hub_repo_id=data["hub"]["repo_id"],
         hub_revision=data["hub"]["revision"],
         tasks=tasks,

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import ElirError
 from elir_cli.pipeline.batch import BatchSummary
-from elir_cli.pipeline.files import FileRecord
+from elir_cli.pipeline.files import PhotoRecord
 
 THUMB_SIZE = 480  # longest side of the embedded thumbnails, in pixels
 THUMB_QUALITY = 82
@@ -115,7 +115,7 @@ def _setting(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _item(index: int, record: FileRecord, folder: Path) -> str:
+def _item(index: int, record: PhotoRecord, folder: Path) -> str:
     e = html.escape
     name = Path(record.input).name
     parts = [f'<li class="file" id="file-{index}"><h2>{e(name)}</h2>',

@@ -19,7 +19,6 @@ DEFAULT_MAX_JOBS = 256
 # The server's pixel limit, for inputs and outputs: lower than the CLI's
 # 179 MP bomb guard, since a server holds several uploads at once.
 DEFAULT_MAX_PIXELS = 50_000_000
-MAX_STEPS = 100  # a request cannot ask for more Euler steps (a running restoration cannot be stopped)
 FORM_SLACK_BYTES = 64 * 1024  # multipart boundaries and the option fields around the image
 
 
@@ -47,14 +46,17 @@ class ServeConfig:
         get_task(self.task)
         for name in ("queue", "workers", "max_jobs", "max_pixels"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"{{{name}}} must be at least 1, got {getattr(self, name)}", option=name,
+                                 value=getattr(self, name))
         for name in ("max_upload_mb", "timeout", "job_ttl", "jobs_disk_mb"):
             if not getattr(self, name) > 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise UsageError(f"{{{name}}} must be positive, got {getattr(self, name)}", option=name,
+                                 value=getattr(self, name))
         if not 0 <= self.port <= 65535:
-            raise UsageError(f"--port must be between 0 and 65535, got {self.port}")
+            raise UsageError(f"{{port}} must be between 0 and 65535, got {self.port}", option="port", value=self.port)
         if self.api_key is not None and not self.api_key.strip():
-            raise UsageError("--api-key is empty", hint="give a key, or leave it out to run without one")
+            raise UsageError("{api_key} is empty", option="api_key", value=self.api_key,
+                             hint="give a key, or leave it out to run without one")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,22 +1,21 @@
-"""Dependencies the routers share: the service, the API key, the restore options form."""
+"""Dependencies the routers share: the service, the API key, the restore options form (derived from the settings)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+import inspect
+from enum import Enum
+from typing import Annotated, Any, Callable, Optional
 
 from fastapi import Depends, Form, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from elir_cli.errors import UsageError
-from elir_cli.registry.choices import Ext, TaskName
+from elir_cli.pipeline.settings import HTTP, RestoreSettings, is_optional, specs, value_type
 
-from .config import MAX_STEPS
-from .errors import ApiError, field_of
+from .errors import ApiError, field_of, rendered
 from .guard import key_matches
 from .service import Service
 
-if TYPE_CHECKING:
-    from elir_cli.pipeline.files import RestoreSettings
 
 def get_service(request: Request) -> Service:
     return request.app.state.service
@@ -38,35 +37,49 @@ def require_api_key(
         raise ApiError(401, "missing or wrong API key")
 
 
-def restore_settings(
-    service: Annotated[Service, Depends(get_service)],
-    task: Annotated[Optional[TaskName], Form(description="What to restore (GET /v1/models); default: the server's --task.")] = None,
-    fidelity: Annotated[float, Form(ge=0.0, le=1.0, description="0 = faithful coarse estimate, 1 = full flow (most detail).")] = 1.0,
-    steps: Annotated[Optional[int], Form(ge=1, le=MAX_STEPS, description="Euler steps (default: the task's).")] = None,
-    seed: Annotated[Optional[int], Form(description="Seed for repeatable results.")] = None,
-    upscale: Annotated[Optional[int], Form(ge=1, le=16, description="Output scale (default: the task's).")] = None,
-    aligned: Annotated[bool, Form(description="The image is an aligned face crop: skip detection.")] = False,
-    only_center_face: Annotated[bool, Form(description="Restore only the face nearest the centre.")] = False,
-    faces: Annotated[Optional[str], Form(description="Restore only these faces, e.g. 0,2.")] = None,
-    max_faces: Annotated[Optional[int], Form(ge=1, description="Restore only the N largest faces.")] = None,
-    min_face_size: Annotated[float, Form(ge=0.0, description="Ignore faces whose eyes are closer than this many pixels.")] = 0.0,
-    det_threshold: Annotated[Optional[float], Form(ge=0.0, le=1.0, description="Face detection score threshold.")] = None,
-    ext: Annotated[Ext, Form(description="Output format; auto keeps the input's where it can hold the result.")] = Ext.auto,
-    quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WebP quality.")] = 95,
-) -> "RestoreSettings":
-    """The options of ``elir restore`` as form fields, checked by the same rules (RestoreSettings)."""
-    from elir_cli.pipeline.files import RestoreSettings, parse_face_indices
+def settings_form(settings_class: type = RestoreSettings) -> Callable[..., RestoreSettings]:
+    """A dependency that reads the settings' options shown on the server as form fields.
 
-    config = service.config
-    name = task.value if task is not None else config.task
-    if name not in config.tasks:
-        raise ApiError(422, f"this server restores only {', '.join(config.tasks)}, not {name}", field="task")
-    try:
-        return RestoreSettings(
-            task=name, weights=config.weights if name == config.task else None, device=config.device,
-            precision=config.precision, steps=steps, fidelity=fidelity, seed=seed, upscale=upscale,
-            aligned=aligned, only_center_face=only_center_face, face_indices=parse_face_indices(faces),
-            max_faces=max_faces, min_face_size=min_face_size, det_threshold=det_threshold, ext=ext.value,
-            quality=quality, max_pixels=config.max_pixels)
-    except UsageError as exc:
-        raise ApiError(422, exc.message.replace("--", ""), field=field_of(exc.message), hint=exc.hint) from None
+    Derived from the settings' declarations (type, default, bounds, help) like
+    the CLI's options; the server's own limits apply (``http_maximum``), the
+    model options are the server's (``elir serve --task`` ...), and a bad value
+    answers 422 with the field it is about.
+    """
+    hints = {f.name: (f, spec) for f, spec in specs(settings_class, HTTP)}
+    parameters = [inspect.Parameter("service", inspect.Parameter.KEYWORD_ONLY,
+                                    annotation=Annotated[Service, Depends(get_service)])]
+    for name, (f, spec) in hints.items():
+        kind: Any = spec.choices or (str if spec.text else value_type(settings_class, name))
+        default = f.default
+        if name == "task":  # the server's --task by default
+            default = None
+        if default is None or is_optional(settings_class, name):
+            kind = Optional[kind]
+        elif spec.choices is not None:
+            default = spec.choices(default)
+        bounds = {key: value for key, value in (("ge", spec.minimum), ("le", spec.http_maximum or spec.maximum))
+                  if value is not None}
+        form = Form(description=spec.http_help or spec.help, **bounds)
+        parameters.append(inspect.Parameter(spec.form_name or name, inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=Annotated[kind, form], default=default))
+    by_form = {spec.form_name or name: name for name, (f, spec) in hints.items()}
+
+    def read_settings(service: Service, **fields: Any) -> RestoreSettings:
+        config = service.config
+        values = {by_form[key]: value.value if isinstance(value, Enum) else value for key, value in fields.items()}
+        name = values.pop("task", None) or config.task
+        if name not in config.tasks:
+            raise ApiError(422, f"this server restores only {', '.join(config.tasks)}, not {name}", field="task")
+        try:
+            return settings_class(task=name, weights=config.weights if name == config.task else None,
+                                  device=config.device, precision=config.precision, max_pixels=config.max_pixels,
+                                  **values)
+        except UsageError as exc:
+            message, hint = rendered(exc)
+            raise ApiError(422, message, field=field_of(exc), hint=hint) from None
+
+    setattr(read_settings, "__signature__", inspect.Signature(parameters, return_annotation=RestoreSettings))
+    return read_settings
+
+
+restore_settings = settings_form()

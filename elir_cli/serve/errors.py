@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from elir_cli.errors import (CheckpointError, DownloadError, ElirError, ImageError, ModelNotAvailableError,
                              UsageError)
-
-FLAG = re.compile(r"--([a-z][a-z-]*)")
 
 
 class ApiError(Exception):
@@ -29,18 +26,27 @@ class ApiError(Exception):
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
-def field_of(message: str, default: str | None = None) -> str | None:
-    """The form field a CLI-style message names (``--det-threshold must ...`` -> ``det_threshold``)."""
-    match = FLAG.search(message)
-    return match.group(1).replace("-", "_") if match else default
+def field_of(exc: ElirError, default: str | None = None) -> str | None:
+    """The form field an error is about: its option's form name (``face_indices`` -> ``faces``)."""
+    from elir_cli.pipeline.settings import form_name_of
+
+    return form_name_of(exc.option) if exc.option is not None else default
+
+
+def rendered(exc: ElirError) -> tuple[str, str | None]:
+    """The message and hint with options named as form fields."""
+    from elir_cli.pipeline.settings import form_name_of
+
+    return exc.render(form_name_of)
 
 
 def from_elir_error(exc: ElirError, *, retry_after: int) -> ApiError:
     """Map the library's errors to HTTP: the client's input 422, the server's models 503."""
+    message, hint = rendered(exc)
     if isinstance(exc, ImageError):
-        return ApiError(422, exc.message, field="image", hint=exc.hint)
+        return ApiError(422, message, field="image", hint=hint)
     if isinstance(exc, UsageError):
-        return ApiError(422, exc.message.replace("--", ""), field=field_of(exc.message), hint=exc.hint)
+        return ApiError(422, message, field=field_of(exc), hint=hint)
     if isinstance(exc, (ModelNotAvailableError, DownloadError, CheckpointError)):
         return ApiError(503, f"the model cannot be loaded: {exc.message}", hint=exc.hint, retry_after=retry_after)
     return ApiError(500, exc.message, hint=exc.hint)

@@ -7,7 +7,7 @@ from typing import Callable
 
 from .config import ServeConfig
 from .jobs import JobStore
-from .worker import ModelWorker
+from .worker import RequestWorker
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Service:
 
     def __post_init__(self) -> None:
         c = self.config
-        self.worker = ModelWorker(queue_size=c.queue, max_pixels=c.max_pixels, workers=c.workers, log=self.log)
+        self.worker = RequestWorker(queue_size=c.queue, max_pixels=c.max_pixels, workers=c.workers, log=self.log)
         self.jobs: JobStore | None = None
 
     def start(self) -> None:
@@ -35,7 +35,7 @@ class Service:
         self.worker.load(self.default_settings()).result()
 
     def default_settings(self):  # type: ignore[no-untyped-def]
-        from elir_cli.pipeline.files import RestoreSettings
+        from elir_cli.pipeline.settings import RestoreSettings
 
         c = self.config
         return RestoreSettings(task=c.task, weights=c.weights, device=c.device, precision=c.precision,

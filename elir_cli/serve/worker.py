@@ -24,7 +24,8 @@ from elir_cli.model.runtime import tune_cpu_allocator
 from elir_cli.registry.tasks import get_task
 
 if TYPE_CHECKING:
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
 
 MAX_LOADED = 2  # model sets (task + weights) one worker keeps loaded
 STOP = None
@@ -74,7 +75,7 @@ class Restored:
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
-class ModelWorker:
+class RequestWorker:
     """``workers`` threads, each owning its models, taking work from one bounded queue."""
 
     def __init__(self, *, queue_size: int, max_pixels: int, workers: int = 1,
@@ -177,11 +178,12 @@ class ModelWorker:
                     if not item.load_only:
                         self._recent = (self._recent + [time.perf_counter() - started])[-8:]
 
-    def _restorer_for(self, settings: "RestoreSettings") -> "FileRestorer":
+    def _restorer_for(self, settings: "RestoreSettings") -> "PhotoRestorer":
         """A restorer for ``settings`` over models this thread keeps loaded."""
-        from elir_cli.pipeline.files import MODEL_FIELDS, FileRestorer
+        from elir_cli.pipeline.settings import MODEL_FIELDS
+        from elir_cli.pipeline.restorer import PhotoRestorer
 
-        cache: OrderedDict[tuple, FileRestorer] = getattr(self._local, "cache", None) or OrderedDict()
+        cache: OrderedDict[tuple, PhotoRestorer] = getattr(self._local, "cache", None) or OrderedDict()
         self._local.cache = cache
         key = tuple(getattr(settings, name) for name in MODEL_FIELDS)
         base = cache.get(key)
@@ -189,7 +191,7 @@ class ModelWorker:
             while len(cache) >= MAX_LOADED:
                 cache.popitem(last=False)
             self._log(f"loading the {settings.task} model")
-            base = FileRestorer(replace(settings, steps=None, seed=None), log=self._log)
+            base = PhotoRestorer(replace(settings, steps=None, seed=None), log=self._log)
             base.prepare()
             cache[key] = base
             self.loaded = sorted({k[0] for k in cache})

@@ -42,7 +42,7 @@ from .tracking import FaceTracker
 if TYPE_CHECKING:
     import torch
 
-    from elir_cli.pipeline.files import FileRestorer
+    from elir_cli.pipeline.restorer import PhotoRestorer
 
 Restorer = Callable[["torch.Tensor"], "torch.Tensor"]
 DEFAULT_VIDEO_SEED = 0  # video is always seeded, so a resumed run gives the frames of an uninterrupted one
@@ -98,9 +98,9 @@ class FrameResult:
 
 
 class FrameRestorer:
-    """Restores frame after frame with one loaded model (held by a FileRestorer)."""
+    """Restores frame after frame with one loaded model (held by a PhotoRestorer)."""
 
-    def __init__(self, files: "FileRestorer", *, tracking: bool = True, restorer: Restorer | None = None,
+    def __init__(self, files: "PhotoRestorer", *, tracking: bool = True, restorer: Restorer | None = None,
                  tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
         self.files = files
         self.settings = files.settings
@@ -119,6 +119,9 @@ class FrameRestorer:
         # touched (pipeline.photo.restore_faces_uint8).
         self.restore_regions = (self.settings.bg_task is None and self.spec.scale == 1
                                 and self.settings.upscale in (None, 1))
+        # Tracked faces are chosen by the tracker; the photo path then gets them without choices.
+        self.tracked_settings = self.settings.replace(face_indices=None, max_faces=None, only_center_face=False,
+                                                      min_face_size=0.0, det_threshold=None, detector=None)
 
     def restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
         import torch
@@ -130,14 +133,12 @@ class FrameRestorer:
 
     def _restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
         from elir_cli.images.read import to_uint8
-        from elir_cli.pipeline.photo import restore_array, restore_faces_uint8
+        from elir_cli.pipeline.photo import restore_faces_uint8, restore_photo
 
         started = time.perf_counter()
         s = self.settings
-        common: dict[str, Any] = dict(task=s.task, device=self.files.runtime.device,
-                                      batch_size=self.files.batch_size, upscale=s.upscale, bg_task=s.bg_task,
-                                      bg_restorer=self._bg_restorer(), steps=s.steps, fidelity=s.fidelity,
-                                      seed=self.seed)
+        common: dict[str, Any] = dict(device=self.files.runtime.device, batch_size=self.files.batch_size,
+                                      bg_restorer=self._bg_restorer())
         track_ids: list[int] = []
         if self.detects and self.tracking:
             faces, track_ids = self._tracked_faces(rgb8, time_s, frame, default_dt)
@@ -147,18 +148,11 @@ class FrameRestorer:
                                              batch_size=self.files.batch_size, device=self.files.runtime.device)
                 self.timings.restore += time.perf_counter() - started
                 return FrameResult(rgb=out, faces=len(faces), tracks=track_ids)
-            result = restore_array(_to_float(rgb8), restorer=restorer, faces=faces, **common)
+            result = restore_photo(_to_float(rgb8), self.tracked_settings, restorer=restorer, faces=faces, **common)
         else:
-            rgb = _to_float(rgb8)
             restorer = self._timed(self.plug_in or self._frame_restorer())
-            options: dict[str, Any] = {}
-            if self.detects:
-                options = dict(detector=self.files.detector, min_face_size=s.min_face_size,
-                               only_center_face=s.only_center_face, max_faces=s.max_faces,
-                               face_indices=s.face_indices)
-                if s.det_threshold is not None:
-                    options["det_threshold"] = s.det_threshold
-            result = restore_array(rgb, restorer=restorer, aligned=s.aligned, **common, **options)
+            result = restore_photo(_to_float(rgb8), s, restorer=restorer,
+                                   detector=self.files.detector if self.detects else None, **common)
         out = to_uint8(result.array)
         self.timings.restore += time.perf_counter() - started
         return FrameResult(rgb=out, faces=len(result.faces), tracks=track_ids)

@@ -30,7 +30,7 @@ def parts_dir(output: Path) -> Path:
 
 
 @dataclass
-class Manifest:
+class SegmentManifest:
     key: dict[str, Any]
     segment_frames: int
     segments: list[dict[str, Any]] = field(default_factory=list)  # {"file", "first", "frames"}
@@ -59,7 +59,7 @@ class Parts:
     def temp_path(self, index: int) -> Path:
         return self.folder / f".seg{index:05d}.partial{self.suffix}"
 
-    def load(self, key: dict[str, Any]) -> Manifest | None:
+    def load(self, key: dict[str, Any]) -> SegmentManifest | None:
         """The manifest of an earlier run of the same input and settings, or None."""
         path = self.folder / MANIFEST
         try:
@@ -68,7 +68,7 @@ class Parts:
             return None
         if data.get("version") != MANIFEST_VERSION or data.get("key") != key:
             return None
-        manifest = Manifest(key=key, segment_frames=int(data["segment_frames"]), segments=data["segments"],
+        manifest = SegmentManifest(key=key, segment_frames=int(data["segment_frames"]), segments=data["segments"],
                             tracker=data["tracker"], faces_per_frame=data["faces_per_frame"])
         if not all((self.folder / s["file"]).is_file() for s in manifest.segments):
             return None
@@ -80,7 +80,7 @@ class Parts:
     def reset(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def save(self, manifest: Manifest) -> None:
+    def save(self, manifest: SegmentManifest) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         data = json.dumps(manifest.to_json()).encode() + b"\n"
         write_bytes_atomic(self.folder / MANIFEST, data, overwrite=True)

@@ -32,10 +32,11 @@ from .media import DEFAULT_CODEC, VideoError, VideoInfo, _ffmpeg_reason, contain
     probe_video, require_av, resolve_encoder
 from .detect import DETECT_EVERY
 from .mux import EncodeOptions, FrameConverter, SegmentWriter, join
-from .segments import Manifest, Parts
+from .segments import SegmentManifest, Parts
 
 if TYPE_CHECKING:
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
 
     from .frames import Restorer
 
@@ -119,18 +120,19 @@ class _End:
 
 def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                   settings: "RestoreSettings | None" = None, options: VideoOptions | None = None,
-                  files: "FileRestorer | None" = None, restorer: "Restorer | None" = None,
+                  files: "PhotoRestorer | None" = None, restorer: "Restorer | None" = None,
                   on_progress: Progress | None = None) -> VideoRecord:
     """Restore the video ``src`` into ``dst`` (container from its name); returns the record.
 
     ``settings`` are the photo settings (task, faces, upscale, background,
     precision, seed; ``overwrite`` starts over instead of resuming);
     ``options`` the video ones (codec, crf, preset, tracking). ``files`` is a
-    loaded :class:`~elir_cli.pipeline.files.FileRestorer` to reuse;
+    loaded :class:`~elir_cli.pipeline.files.PhotoRestorer` to reuse;
     ``restorer`` plugs in a crop restorer instead of the model. Raises
     :class:`~elir_cli.errors.ElirError` on failure; the input is never written.
     """
-    from elir_cli.pipeline.files import FileRestorer, RestoreSettings
+    from elir_cli.pipeline.restorer import PhotoRestorer
+    from elir_cli.pipeline.settings import RestoreSettings
 
     src, dst = Path(src), Path(dst)
     settings = settings or (files.settings if files is not None else RestoreSettings())
@@ -156,7 +158,7 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                                 "variable_rate": info.variable_rate})
     if info.variable_rate:
         record.warnings.append("variable frame rate: every frame keeps its own timestamp")
-    files = files or FileRestorer(settings)
+    files = files or PhotoRestorer(settings)
     segment_frames = max(1, round(options.segment_seconds * float(info.rate)))
     stat = src.stat()
     key = {"input": {"path": str(src.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
@@ -172,7 +174,7 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
         if parts.exists():
             record.warnings.append(f"discarded the unfinished parts in {parts.folder} (another input or settings)")
             parts.reset()
-        manifest = Manifest(key=key, segment_frames=segment_frames)
+        manifest = SegmentManifest(key=key, segment_frames=segment_frames)
     record.resumed_at_frame = manifest.frames_done
 
     from elir_cli.model.runtime import tune_cpu_allocator
@@ -248,8 +250,8 @@ class _Run:
     :data:`TRIM_EVERY_FRAMES` frames and after each segment.
     """
 
-    def __init__(self, info: VideoInfo, files: "FileRestorer", options: VideoOptions, encode: EncodeOptions,
-                 parts: Parts, manifest: Manifest, restorer: "Restorer | None", on_progress: Progress | None) -> None:
+    def __init__(self, info: VideoInfo, files: "PhotoRestorer", options: VideoOptions, encode: EncodeOptions,
+                 parts: Parts, manifest: SegmentManifest, restorer: "Restorer | None", on_progress: Progress | None) -> None:
         from .frames import FrameRestorer
         from .tracking import FaceTracker
 

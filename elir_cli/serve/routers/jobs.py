@@ -14,7 +14,7 @@ from ..service import Service
 from .restore import ERRORS, IMAGE_TYPES, read_upload, retry_after, submit
 
 if TYPE_CHECKING:
-    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.pipeline.settings import RestoreSettings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 NOT_FOUND = {404: {"description": "No such job (never made, deleted, or expired)"}}

@@ -20,7 +20,7 @@ from ..service import Service
 from ..worker import QueueFull, Restored, StageCallback
 
 if TYPE_CHECKING:
-    from elir_cli.pipeline.files import RestoreSettings
+    from elir_cli.pipeline.settings import RestoreSettings
 
 router = APIRouter(prefix="/v1", tags=["restore"], dependencies=[Depends(require_api_key)])
 
