@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .pipeline.photo import RestoreResult
     from .pipeline.restorer import restore_array, restore_image
     from .pipeline.settings import RestoreSettings
+    from .runner.folder import FolderJob
     from .runner.restorer import Restorer
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
     from .pipeline.inference import load_model
@@ -72,6 +73,7 @@ _LAZY = {
     "restore_image": "pipeline.restorer",
     "restore_array": "pipeline.restorer",
     "Restorer": "runner.restorer",
+    "FolderJob": "runner.folder",
     "RestoreSettings": "pipeline.settings",
     "PhotoRecord": "pipeline.files",
     "RestoreResult": "pipeline.photo",
@@ -105,6 +107,7 @@ __all__ = [
     "ElirError",
     "ElirModel",
     "EvalSettings",
+    "FolderJob",
     "Evaluator",
     "ImageError",
     "ModelConfig",

@@ -131,6 +131,11 @@ def test_the_real_front_ends_follow_the_schema() -> None:
     assert not {name for name in form if name != "image"} - {spec.form_name or f.name for f, spec in specs(front=HTTP)}
 
 
+def test_the_docs_options_table_is_generated_from_the_schema() -> None:
+    page = (ROOT / "docs" / "reference" / "options.md").read_text()
+    assert options_table() in page, "docs/reference/options.md is out of date: run python tools/gen_options_table.py"
+
+
 def test_cli_errors_name_flags_and_library_errors_name_keywords() -> None:
     with pytest.raises(UsageError) as caught:
         RestoreSettings(task="bsr", face_indices="0")

@@ -332,7 +332,7 @@ def with_options(function: Callable[..., Any], *, groups: Sequence[str], cls: ty
 
 def options_table(cls: type = RestoreSettings) -> str:
     """The docs' table of options (Markdown): flag, form field, Python keyword, default, range, meaning."""
-    rows = ["| option | CLI | HTTP form | default | values | what it does |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| Python keyword | CLI | HTTP form | default | values | what it does |", "| --- | --- | --- | --- | --- | --- |"]
     for f, spec in specs(cls):
         cli = f"`{spec.flag_name(f.name)}`" + (f", `{spec.short}`" if spec.short else "") if CLI in spec.fronts else ""
         form = f"`{spec.form_name or f.name}`" if HTTP in spec.fronts else ""

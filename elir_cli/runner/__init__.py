@@ -9,3 +9,23 @@ videos, on this machine or on Ray, resumable, with a summary for reports;
 
 Layer 4b (above the features it joins). May import: elir_cli.video, elir_cli.distributed, elir_cli.pipeline, elir_cli.faces, elir_cli.images, elir_cli.registry, elir_cli.model.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .folder import FolderJob, FolderResult
+    from .restorer import Restorer
+
+_LAZY = {"Restorer": "restorer", "FolderJob": "folder", "FolderResult": "folder"}
+__all__ = ["FolderJob", "FolderResult", "Restorer"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'elir_cli.runner' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)
