@@ -36,12 +36,9 @@ class VideoFlags:
 
     def check(self) -> None:
         """Raise the one-line error of a bad codec, preset or crf, or of a missing PyAV, now."""
-        from elir_cli.video.media import resolve_encoder
-        from elir_cli.video.mux import EncodeOptions
+        from elir_cli.runner.videos import check_video_options
 
-        self.options()
-        EncodeOptions(container="matroska", encoder=resolve_encoder(self.codec), crf=self.crf,
-                      preset=self.preset).codec_options()
+        check_video_options(self.options())
 
 
 def restore_one(src: Path, dst: Path, restorer: Any, flags: VideoFlags, console: Any, *, show: bool) -> Any:

@@ -23,7 +23,7 @@ from elir_cli.pipeline.batch import BatchItem, BatchSummary, plan_batch, run_bat
 from elir_cli.pipeline.restorer import PhotoRestorer
 from elir_cli.pipeline.settings import RestoreSettings
 
-from .videos import Progress, is_image_or_video, is_video, video_items, video_output
+from .videos import Progress, check_video_options, is_image_or_video, is_video, video_items, video_output
 
 LOCAL, RAY = "local", "ray"
 Log = Callable[[str], None]
@@ -95,7 +95,7 @@ class FolderJob:
                 self._items = plan_batch(Path(self.src), Path(self.dst), suffix=self.settings.suffix,
                                          include=is_image_or_video)
                 if self.videos:
-                    self.video_options().check()
+                    check_video_options(self.video_options())
         return self._items
 
     @property

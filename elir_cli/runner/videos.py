@@ -51,6 +51,15 @@ def unreadable(src: Path) -> Any:
     return None
 
 
+def check_video_options(options: Any) -> None:
+    """Raise the one-line error of a bad codec, preset or crf, or of a missing PyAV, now (before any model)."""
+    from elir_cli.video.media import resolve_encoder
+    from elir_cli.video.mux import EncodeOptions
+
+    EncodeOptions(container="matroska", encoder=resolve_encoder(options.codec), crf=options.crf,
+                  preset=options.preset).codec_options()
+
+
 def restore_one(src: Path, dst: Path, restorer: PhotoRestorer, options: Any, *,
                 on_progress: Progress | None = None) -> Any:
     """Restore one video; an ElirError becomes a failed record (Ctrl-C is the caller's)."""
