@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
+from tests.helpers.cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 GOOD = ["faces/astronaut.png", "faces/grace_hopper.jpg", "awkward/hopper.webp", "awkward/hopper_gray.jpg",

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_weights
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "elir-cli[ray]"')
@@ -385,7 +385,7 @@ def test_a_driver_without_the_workers_device_decides_in_a_ray_task(
 
 def test_videos_in_a_ray_batch_are_restored_after_the_photos(ray_address: str, weights: Path,
                                                               store: dict[str, str], tmp_path: Path) -> None:
-    from videoclips import ffmpeg_exe, make_clip
+    from tests.helpers.videoclips import ffmpeg_exe, make_clip
 
     pytest.importorskip("av", reason='video needs PyAV: pip install "elir-cli[video]"')
     if ffmpeg_exe() is None:

@@ -32,8 +32,8 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 pytest.importorskip("multipart", reason="the serve extra (python-multipart) is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
-from serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
+from tests.helpers.cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
+from tests.helpers.serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
 
 from elir_cli.serve.app import create_app  # noqa: E402
 from elir_cli.serve.config import ServeConfig, exposure_warning  # noqa: E402

@@ -1,6 +1,6 @@
 """Restore a video in a process of its own, with a plug-in restorer (for memory and kill tests).
 
-    python video_worker.py SRC DST [--segment S] [--sleep S] [--no-tracking] [--aligned] [--crf N]
+    PYTHONPATH=REPO python -m tests.helpers.video_worker SRC DST [--segment S] [--sleep S] [--no-tracking] [--aligned] [--crf N]
 
 Prints the record as JSON, plus the process's peak RSS (``max_rss_kb``) and its RSS just
 before the run, with the libraries imported (``start_rss_kb``): the run's own growth is
@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def pattern_restorer(sleep: float = 0.0):  # type: ignore[no-untyped-def]

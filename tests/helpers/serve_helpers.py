@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cli_helpers import ELIR
+from tests.helpers import DATA
+from tests.helpers.cli_helpers import ELIR
 
 START_TIMEOUT = 120.0
-PHOTOS = Path(__file__).parent / "data" / "photos"
+PHOTOS = DATA / "photos"
 # A face index no photo here has: detection runs, no face is restored (fast with any model).
 NO_FACE = "99"
 
