@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.helpers.cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
 from tests.helpers.serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
+from tests.helpers.waiting import wait_until  # noqa: E402
 
 from elir_cli.serve.app import create_app  # noqa: E402
 from elir_cli.serve.config import ServeConfig, exposure_warning  # noqa: E402
@@ -219,13 +220,11 @@ def test_time_limit_answers_503_and_frees_the_queue(tiny_denoising: Path, tmp_pa
 
 
 def wait_job(c: TestClient, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> dict | None:
         job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+        return job if job["status"] not in ("queued", "running") else None
+
+    return wait_until(finished, timeout, f"job {job_id} finished")
 
 
 def test_job_lifecycle(client: TestClient) -> None:
@@ -394,9 +393,7 @@ def test_real_server_every_endpoint(server: Server) -> None:
     job = post_image(base, "/v1/jobs", png_bytes(), FAST)
     assert job.status == 202
     job_id = job.json()["id"]
-    deadline = time.monotonic() + 60
-    while request(f"{base}/v1/jobs/{job_id}").json()["status"] != "done" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: request(f"{base}/v1/jobs/{job_id}").json()["status"] == "done", 60, f"job {job_id} done")
     assert request(f"{base}/v1/jobs/{job_id}/result").body[:4] == b"\x89PNG"
     assert request(f"{base}/v1/jobs/{job_id}", "DELETE").status == 200
     assert request(f"{base}/v1/jobs/{job_id}").status == 404

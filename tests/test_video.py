@@ -16,10 +16,8 @@ import hashlib
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,8 @@ from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weig
 from tests.helpers.torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
 from tests.helpers.videoclips import (audio_packets, audio_samples, ffmpeg, ffmpeg_exe, frame_times, frames_rgb,  # noqa: E402
                         make_clip)
-from tests.helpers.video_worker import pattern_restorer  # noqa: E402
+from tests.helpers.video_worker import HELD, pattern_restorer  # noqa: E402
+from tests.helpers.waiting import read_line  # noqa: E402
 
 from elir_cli.pipeline.files import RestoreSettings  # noqa: E402
 from elir_cli.video.media import VideoError, is_video_file  # noqa: E402
@@ -213,18 +212,15 @@ def test_resume_after_a_kill_gives_the_bytes_of_an_uninterrupted_run(tmp_path: P
     run_worker(src, whole, *settings)
     resumed = tmp_path / "resumed.mp4"
     manifest = resumed.parent / f".{resumed.name}.elir-parts" / "manifest.json"
-    proc = subprocess.Popen([*WORKER, str(src), str(resumed), *settings,
-                             "--sleep", "0.3"], env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
+    # The worker finishes two segments, writes the first frame of the third, says so and waits.
+    proc = subprocess.Popen([*WORKER, str(src), str(resumed), *settings, "--hold-after", "2"], env=worker_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.exists() and len(json.loads(manifest.read_text())["segments"]) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
+        said = read_line(proc.stdout, 180, "the worker holding in its third segment")  # type: ignore[arg-type]
     finally:
-        proc.wait()
+        proc.kill()  # SIGKILL: nothing of the run gets to clean up
+        _, err = proc.communicate()
+    assert said.decode().strip() == HELD, f"the run ended before it could be killed: {err.decode()[-3000:]}"
     assert not resumed.exists()
     done_before = json.loads(manifest.read_text())["segments"]
     assert 2 <= len(done_before) < 4

@@ -11,6 +11,8 @@
 - ``facephotos``, ``videoclips``: photos and collages with known faces; short clips made with ffmpeg.
 - ``torch_threads``: an autouse fixture (one torch thread) for the video modules.
 - ``video_worker``: a video restore in a process of its own (``python -m tests.helpers.video_worker``).
+- ``waiting``: ``wait_until`` and ``read_line``, to wait on a condition or a process's output
+  instead of sleeping.
 
 The test data stay in ``tests/data`` (:data:`DATA`).
 """
