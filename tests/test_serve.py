@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -34,7 +33,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.helpers.cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
 from tests.helpers.serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
-from tests.helpers.waiting import wait_until  # noqa: E402
+from tests.helpers.waiting import ManualClock, wait_until  # noqa: E402
 
 from elir_cli.serve.app import create_app  # noqa: E402
 from elir_cli.serve.config import ServeConfig, exposure_warning  # noqa: E402
@@ -278,6 +277,7 @@ def test_failed_job_reports_its_one_line_reason(client: TestClient) -> None:
 def test_results_expire_and_the_disk_budget_drops_the_oldest(tiny_denoising: Path, tmp_path: Path) -> None:
     budget_mb = 1.5 * len(png_bytes((64, 64))) / (1 << 20)  # room for one result, not two
     with TestClient(create_app(config(tiny_denoising, jobs_dir=tmp_path, job_ttl=1.0, jobs_disk_mb=budget_mb))) as c:
+        clock = service(c).jobs.clock = ManualClock()  # results expire when the test says time has passed
         first = c.post("/v1/jobs", files=upload(png_bytes((64, 64), seed=5)), data=FAST).json()["id"]
         assert wait_job(c, first)["status"] == "done"
         second = c.post("/v1/jobs", files=upload(png_bytes((64, 64), seed=6)), data=FAST).json()["id"]
@@ -285,7 +285,7 @@ def test_results_expire_and_the_disk_budget_drops_the_oldest(tiny_denoising: Pat
         assert c.get(f"/v1/jobs/{first}").json()["status"] == "expired"  # dropped for room
         assert c.get(f"/v1/jobs/{first}/result").status_code == 409
         assert [p.name for p in tmp_path.iterdir()] == [f"{second}.png"]
-        time.sleep(1.3)
+        clock.advance(1.3)
         assert c.get(f"/v1/jobs/{second}").status_code == 404  # expired after --job-ttl
         assert not list(tmp_path.iterdir())
 

@@ -12,7 +12,7 @@
 - ``torch_threads``: an autouse fixture (one torch thread) for the video modules.
 - ``video_worker``: a video restore in a process of its own (``python -m tests.helpers.video_worker``).
 - ``waiting``: ``wait_until`` and ``read_line``, to wait on a condition or a process's output
-  instead of sleeping.
+  instead of sleeping; ``ManualClock``, for code that takes a clock.
 
 The test data stay in ``tests/data`` (:data:`DATA`).
 """

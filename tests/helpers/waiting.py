@@ -2,7 +2,9 @@
 
 ``wait_until`` polls a condition until it holds, with a deadline from
 ``time.monotonic()``; ``read_line`` waits for a subprocess to print a line.
-Both fail with an AssertionError that names what never happened.
+Both fail with an AssertionError that names what never happened. Where a
+test needs time to pass (an expiry), ``ManualClock`` stands in for the code's
+clock and the test moves it.
 """
 
 from __future__ import annotations
@@ -49,3 +51,15 @@ def read_line(stream: IO[bytes], timeout: float, what: str) -> bytes:
             line += byte
     return line
 
+
+class ManualClock:
+    """A clock that moves only when a test moves it: pass it where code takes a ``clock``."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
