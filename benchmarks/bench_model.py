@@ -4,7 +4,7 @@ Times, in one run (medians of --runs after a warm-up, with min and max):
 
 - a large float32 matmul into a preallocated output, as the machine's
   practical peak (GFLOP/s);
-- the plain eager reference forward (tests/reference_elir.py: NCHW, no
+- the plain eager reference forward (tests/helpers/reference_elir.py: NCHW, no
   allocator tuning, PyTorch's default settings), per task at its native size;
 - the GFPGAN v1.4 architecture (spandrel's GFPGANv1Clean, random weights) on a
   512 face, which users compare us with: as its users run it (PyTorch's
@@ -66,9 +66,9 @@ from elir_cli.model.runtime import request_huge_pages
 request_huge_pages()  # first, as the CLI does: before torch allocates anything
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: tests.helpers
 
-from reference_elir import reference_forward  # noqa: E402
+from tests.helpers.reference_elir import reference_forward  # noqa: E402
 
 from elir_cli.model.cpu_conv import plain_convs  # noqa: E402
 from elir_cli.model.elir import ElirModel  # noqa: E402

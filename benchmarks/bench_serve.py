@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the checkout: tests.helpers
 PHOTO = ROOT / "examples" / "grace_hopper_degraded.jpg"
 OVERHEAD_FACTOR, OVERHEAD_MS = 1.05, 20.0
 RSS_GROWTH_LIMIT = 0.05
@@ -85,7 +85,7 @@ def minor_faults(pid: int) -> int:
 def server_once(base: str, data: bytes, fields: dict[str, str]) -> tuple[float, float]:
     """Wall time at the client, and the worker's own time (decode + restore + encode, from X-Elir-Seconds
     less the queue wait)."""
-    from serve_helpers import post_image
+    from tests.helpers.serve_helpers import post_image
 
     start = time.perf_counter()
     answer = post_image(base, "/v1/restore", data, fields)
@@ -128,7 +128,7 @@ def overhead(server, restorer, data: bytes, fields: dict[str, str], runs: int) -
 
 
 def sustained(server, data: bytes, fields: dict[str, str], seconds: float, clients: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    from serve_helpers import post_image, rss_bytes
+    from tests.helpers.serve_helpers import post_image, rss_bytes
 
     for _ in range(3):
         server_once(server.base, data, fields)
@@ -182,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from PIL import Image
-    from serve_helpers import Server
+    from tests.helpers.serve_helpers import Server
 
     data = args.photo.read_bytes()
     small = Image.open(io.BytesIO(data))

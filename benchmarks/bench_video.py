@@ -54,11 +54,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))  # the checkout: elir_cli and tests.helpers
 
-from videoclips import ffmpeg, make_clip  # noqa: E402
+from tests.helpers.videoclips import ffmpeg, make_clip  # noqa: E402
 
-WORKER = ROOT / "tests" / "video_worker.py"
+WORKER = [sys.executable, "-m", "tests.helpers.video_worker"]  # with the checkout on PYTHONPATH
 MODEL_SHARE_TARGET = 0.90
 MEMORY_TARGET_MB = 3 * 1024
 
@@ -173,7 +173,7 @@ def memory(folder: Path, seconds_list: list[float]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for seconds in seconds_list:
         src = clip(folder / f"1080p_{seconds:g}s.mp4", (1920, 1080), seconds, 5)
-        done = subprocess.run([sys.executable, str(WORKER), str(src), str(folder / f"mem_out_{seconds:g}.mp4")],
+        done = subprocess.run([*WORKER, str(src), str(folder / f"mem_out_{seconds:g}.mp4")],
                               capture_output=True, text=True, env=env)
         if done.returncode:
             raise SystemExit(done.stderr[-2000:])
@@ -192,8 +192,8 @@ def flicker_runs(folder: Path) -> dict:
     from elir_cli.pipeline.settings import RestoreSettings
     from elir_cli.video.flicker import face_boxes, flicker
     from elir_cli.video.stream import VideoOptions, restore_video
-    from tiny import TINY, tiny_model
-    from video_worker import pattern_restorer
+    from tests.helpers.tiny import TINY, tiny_model
+    from tests.helpers.video_worker import pattern_restorer
 
     weights = save_safetensors(folder / "tiny_bfr.safetensors", tiny_model(0).state_dict(), TINY, task="bfr")
     src = clip(folder / "flicker.mp4", (320, 240), 2.0, 10, noise=12)

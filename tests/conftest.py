@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
 
 # Environment that would point a test at the user's caches, registries or the network.
 ISOLATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE",
@@ -18,9 +14,9 @@ ISOLATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOK
 
 @pytest.fixture(scope="session", autouse=True)
 def fork_server_stops_at_the_end() -> Iterator[None]:
-    """The servers that fork ``elir`` runs (tests/forkserver.py) end with the session."""
+    """The servers that fork ``elir`` runs (tests/helpers/forkserver.py) end with the session."""
     yield
-    from forkserver import stop_fork_servers
+    from tests.helpers.forkserver import stop_fork_servers
 
     stop_fork_servers()
 
@@ -47,7 +43,7 @@ def isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 @pytest.fixture
 def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator["HubServer"]:
     """A local stand-in for the Hugging Face Hub; HF_ENDPOINT points at it."""
-    from hub_server import HubServer
+    from tests.helpers.hub_server import HubServer
 
     server = HubServer()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
@@ -58,7 +54,7 @@ def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator["HubServer"]:
 @pytest.fixture
 def release_server(monkeypatch: pytest.MonkeyPatch) -> Iterator["ReleaseServer"]:
     """A local stand-in for GitHub releases; ELIR_RELEASE_ENDPOINT points at it."""
-    from hub_server import ReleaseServer
+    from tests.helpers.hub_server import ReleaseServer
 
     server = ReleaseServer()
     monkeypatch.setenv("ELIR_RELEASE_ENDPOINT", server.url)
@@ -69,7 +65,7 @@ def release_server(monkeypatch: pytest.MonkeyPatch) -> Iterator["ReleaseServer"]
 @pytest.fixture
 def tiny_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A registry with the real task names and files but tiny architectures (ELIR_MANIFEST)."""
-    from hubtools import write_tiny_manifest
+    from tests.helpers.hubtools import write_tiny_manifest
 
     path = write_tiny_manifest(tmp_path / "manifest.json")
     monkeypatch.setenv("ELIR_MANIFEST", str(path))
@@ -79,7 +75,7 @@ def tiny_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def hub_server_bfr(hub_server: "HubServer", tiny_manifest: Path) -> tuple["HubServer", bytes]:
     """The hub holding a tiny bfr model under the task's real file name."""
-    from hubtools import HUB_REPO, tiny_files
+    from tests.helpers.hubtools import HUB_REPO, tiny_files
 
     data = tiny_files("bfr")["safetensors"]
     hub_server.add_commit(HUB_REPO, {"elir_bfr.safetensors": data})
@@ -87,4 +83,4 @@ def hub_server_bfr(hub_server: "HubServer", tiny_manifest: Path) -> tuple["HubSe
 
 
 if TYPE_CHECKING:
-    from hub_server import HubServer, ReleaseServer
+    from tests.helpers.hub_server import HubServer, ReleaseServer

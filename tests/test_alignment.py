@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from facephotos import collage, load, shared_detector
 
 from elir_cli.faces.alignment import (FFHQ_TEMPLATE_512, align_face, alignment_matrix, apply_affine, face_template,
                                 masked_input, similarity_transform, sr_input, warp_affine)
+from tests.helpers.facephotos import collage, load, shared_detector
 
 
 def test_similarity_recovers_a_known_transform() -> None:

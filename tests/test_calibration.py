@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import elir_cli
-from cli_helpers import assert_one_line_error, run_elir
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir
 from elir_cli.model.checkpoint import save_safetensors
 from elir_cli.model.runtime import cpu_supports_bf16
 from elir_cli.pipeline import calibration
 from elir_cli.registry.store import calibrations_for, read_calibration, sha256_file
-from tiny import TINY, bf16_fragile_model, tiny_model
+from tests.helpers.tiny import TINY, bf16_fragile_model, tiny_model
 
 needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16: auto is fp32 here")
 

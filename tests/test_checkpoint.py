@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import goldens
+from tests.helpers import goldens
 from elir_cli.registry.loading import load_float32_model  # the file as read, float32 (the public one also prepares it)
 from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
 from elir_cli.registry.loading import convert_to_safetensors
 from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
-from tiny import TINY, tiny_model
+from tests.helpers.tiny import TINY, tiny_model
 
 
 @pytest.fixture(scope="module")

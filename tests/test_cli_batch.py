@@ -7,20 +7,19 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
+from tests.helpers.cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
+from tests.helpers.waiting import wait_until
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 GOOD = ["faces/astronaut.png", "faces/grace_hopper.jpg", "awkward/hopper.webp", "awkward/hopper_gray.jpg",
         "awkward/hopper_orientation_3.jpg", "awkward/hopper.gif", "awkward/transparent.png"]
 BAD = ["awkward/truncated.jpg", "awkward/corrupt-header.jpg"]
-POLL = 0.05
 WAIT = 240
 
 
@@ -61,10 +60,11 @@ def test_interrupted_batch_resumes_and_restores_each_file_once(tiny_denoising: P
     first = subprocess.Popen([*args, "--report", str(tmp_path / "r1.json")], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + WAIT
-    while len(outputs(out)) < 2 and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(POLL)
-    first.send_signal(signal.SIGINT)
+    try:  # interrupt it once two files are done (or it ended: the checks below say what went wrong)
+        wait_until(lambda: len(outputs(out)) >= 2 or first.poll() is not None, WAIT,
+                   "the first run restored two files")
+    finally:
+        first.send_signal(signal.SIGINT)
     _, err1 = first.communicate(timeout=WAIT)
     assert first.returncode == 130, err1.decode()
     assert b"Traceback" not in err1

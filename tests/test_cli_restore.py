@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_denoising  # noqa: F401 (fixture)
+from tests.helpers.cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_denoising  # noqa: F401 (fixture)
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 FILES = sorted(p for p in PHOTOS.glob("*/*") if p.suffix.lower() != ".md")
@@ -305,7 +305,7 @@ def test_weights_for_another_task_are_refused(tiny_denoising: Path, tmp_path: Pa
 
 
 def test_report_names_the_model_actually_used(tmp_path: Path) -> None:
-    from cli_helpers import tiny_weights
+    from tests.helpers.cli_helpers import tiny_weights
 
     weights = tiny_weights(tmp_path, "bfr")  # K = 3, while the bfr task's K is 5
     result = run_elir("restore", str(PHOTOS / "faces" / "astronaut.png"), "-o", str(tmp_path / "o.png"),

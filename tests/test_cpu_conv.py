@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from elir_cli.model import cpu_conv
 from elir_cli.model.cpu_conv import conv2d_act, fused_conv_available
-from tiny import tiny_model
+from tests.helpers.tiny import tiny_model
 
 CL = torch.channels_last
 needs_onednn = pytest.mark.skipif(not fused_conv_available(),

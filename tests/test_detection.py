@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from facephotos import FACE_PHOTOS, collage, load, shared_detector
 
 from elir_cli.faces.detection import Face, FaceDetector, select_faces
 from elir_cli.errors import CheckpointError, UsageError
+from tests.helpers.facephotos import FACE_PHOTOS, collage, load, shared_detector
 
 
 @pytest.mark.parametrize("name", FACE_PHOTOS)

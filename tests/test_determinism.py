@@ -25,11 +25,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import run_elir
+from tests.helpers.cli_helpers import run_elir
 from elir_cli.model.checkpoint import read_checkpoint, save_safetensors
 from elir_cli.model.placement import ALIGNMENT_BYTES, aligned, aligned_empty, is_aligned
 from elir_cli.registry.loading import load_float32_model
-from hubtools import tiny_files
+from tests.helpers.hubtools import tiny_files
 
 PHOTO = Path(__file__).parent / "data" / "photos" / "faces" / "grace_hopper.jpg"
 ONE_FACE_FP32 = ("--task", "bfr", "--steps", "1", "--seed", "1", "--device", "cpu", "--precision", "fp32")

@@ -30,7 +30,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.cli_helpers import TRACEBACK, assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "elir-cli[ray]"')
@@ -225,17 +226,25 @@ def test_a_killed_model_worker_loses_nothing(ray_address: str, weights: Path, lo
     registry = _registry_class().options(name=registry_name).remote()
     done: list[Any] = []
     results: list[Any] = []
+    three_done = threading.Event()  # set when three files are done, or when the job ends before
+
+    def on_done(record: Any) -> None:
+        done.append(record)
+        if len(done) >= 3:
+            three_done.set()
 
     def run() -> None:
-        results.append(run_ray_batch(settings, plan_batch(src, out), options, on_done=done.append,
-                                     worker_registry=registry_name))
+        try:
+            results.append(run_ray_batch(settings, plan_batch(src, out), options, on_done=on_done,
+                                         worker_registry=registry_name))
+        finally:
+            three_done.set()
 
     job = threading.Thread(target=run)
     job.start()
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while (len(done) < 3 or not ray.get(registry.workers.remote())) and job.is_alive() \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
+    assert three_done.wait(JOB_TIMEOUT_S), "three files were not done in time"
+    wait_until(lambda: ray.get(registry.workers.remote()) or not job.is_alive(), JOB_TIMEOUT_S,
+               "a model worker registered")
     victims = ray.get(registry.workers.remote())
     assert victims and job.is_alive(), "the job ended before a worker could be killed"
     killed_at = len(done)
@@ -385,7 +394,7 @@ def test_a_driver_without_the_workers_device_decides_in_a_ray_task(
 
 def test_videos_in_a_ray_batch_are_restored_after_the_photos(ray_address: str, weights: Path,
                                                               store: dict[str, str], tmp_path: Path) -> None:
-    from videoclips import ffmpeg_exe, make_clip
+    from tests.helpers.videoclips import ffmpeg_exe, make_clip
 
     pytest.importorskip("av", reason='video needs PyAV: pip install "elir-cli[video]"')
     if ffmpeg_exe() is None:
@@ -538,14 +547,17 @@ def s3_strict_endpoint(tmp_path: Path) -> str:
                               env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _STRICT.append(server)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
+        assert server.poll() is None, f"the strict moto server exited ({server.returncode})"
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return f"http://127.0.0.1:{port}"
+            return True
         except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the strict moto server did not start")
+            return False
+
+    wait_until(listening, 30, "the strict moto server listening")
+    return f"http://127.0.0.1:{port}"
 
 
 _STRICT: list[Any] = []

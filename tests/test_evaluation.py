@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weights
 from elir_cli.evaluation import degrade as deg
 from elir_cli.evaluation.consistency import consistency
 from elir_cli.evaluation.images import encode_png, read_uint8, resize_bicubic_uint8

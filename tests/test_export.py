@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weights
 from elir_cli.registry.loading import load_float32_model
 from elir_cli.registry.store import sha256_file
 

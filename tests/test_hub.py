@@ -1,7 +1,7 @@
 """Weights registry: hub downloads, release fallback, checks and the cache (real HTTP).
 
-Every test talks to local servers (tests/hub_server.py) through the real
-huggingface_hub client; nothing is mocked. Models are tiny (tests/hubtools.py)
+Every test talks to local servers (tests/helpers/hub_server.py) through the real
+huggingface_hub client; nothing is mocked. Models are tiny (tests/helpers/hubtools.py)
 and the registry is the tiny manifest (ELIR_MANIFEST).
 """
 
@@ -31,25 +31,15 @@ from elir_cli.errors import (
     UsageError,
 )
 from elir_cli.registry.tasks import load_manifest
-from hub_server import HubServer, ReleaseServer
-from hubtools import HUB_REPO, detector_path, release_path, sha256, tiny_files, write_tiny_manifest
+from tests.helpers.hub_server import HubServer, ReleaseServer
+from tests.helpers.hubtools import (HUB_REPO, detector_path, evil_pth, release_path, sha256, tiny_files,
+                                    write_tiny_manifest)
 
 
 def leftovers(*roots: Path) -> list[Path]:
     """Partial or temporary files left behind anywhere under ``roots``."""
     return [p for root in roots if root.exists() for p in root.rglob("*")
             if p.name.endswith((".incomplete", ".tmp"))]
-
-
-def evil_pth(path: Path, marker: Path) -> Path:
-    """A torch checkpoint whose unpickling would create ``marker`` (it must never run)."""
-
-    class Payload:
-        def __reduce__(self) -> tuple:
-            return (open, (str(marker), "w"))
-
-    torch.save({"enc.layers.0.weight": torch.zeros(2, 2), "payload": Payload()}, path)
-    return path
 
 
 # -- the hub ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny import TINY, tiny_model
+from tests.helpers.tiny import TINY, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import goldens
+from tests.helpers import goldens
 from elir_cli.model.checkpoint import build_model, read_checkpoint
 from elir_cli.model.elir import ElirModel
 from elir_cli.registry.tasks import get_task
-from elir_cli.model.config import ModelConfig
 
 Y_TOL = 1e-5
 # The authors' float32 stages carry their own rounding: evaluating the same
 # weights in float64 lands up to 1.6e-5 from their z_step5 (|z| <= 2.9). Stage
 # latents are therefore compared relative to their magnitude.
 STAGE_REL_TOL = 1e-5
-
-
-def case_config(case: str) -> ModelConfig:
-    c = goldens.cases()[case]
-    return ModelConfig(k_steps=c["k_steps"], sigma_s=c["sigma_s"], hid_channels=c["hid_channels"],
-                       n_mid_blocks=c["n_mid_blocks"], rrdb_c_hid=c["rrdb_c_hid"], n_rrdb=c["n_rrdb"],
-                       ch_mult=tuple(c["ch_mult"]), t_emb_dim=c["t_emb_dim"],
-                       latent_channels=c["latent_channels"])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def golden_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def load_case(case: str, files: dict[str, Path]) -> ElirModel:
     ckpt = read_checkpoint(files[case])
     assert ckpt.format == ("ckpt" if "overparam" in case else "pth")
-    ckpt.config = case_config(case)
+    ckpt.config = goldens.case_config(case)
     return build_model(ckpt)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from elir_cli.registry import hub, store
-from hub_server import HubServer, ReleaseServer
-from hubtools import release_path, sha256, tiny_files
+from tests.helpers.hub_server import HubServer, ReleaseServer
+from tests.helpers.hubtools import evil_pth, release_path, sha256, tiny_files
 
 REPO = "elir-cli/elir"
 ELIR = Path(sys.executable).parent / "elir"
@@ -135,8 +135,6 @@ def test_gated_and_missing_are_one_line(hub_server: HubServer, release_server: R
 
 
 def test_import_refuses_a_malicious_pickle(tiny_manifest: Path, tmp_path: Path) -> None:
-    from test_hub import evil_pth
-
     marker = tmp_path / "PWNED"
     evil = evil_pth(tmp_path / "evil.pth", marker)
     before = evil.read_bytes()

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import elir_cli
-from cli_helpers import assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weights
 
 pytestmark = pytest.mark.openvino
 openvino = pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install "elir-cli[openvino]")')

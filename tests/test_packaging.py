@@ -48,9 +48,10 @@ def test_the_source_tree_finds_its_manifest_without_an_install() -> None:
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
-    code = (f"import sys; sys.path.insert(0, {str(root)!r}); "  # -S: no site-packages, so no installed copy
-            "from elir_cli.registry.tasks import get_task, weights_dir; print(weights_dir()); print(get_task('bfr').name)")
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    code = "from elir_cli.registry.tasks import get_task, weights_dir; print(weights_dir()); print(get_task('bfr').name)"
+    # -S: no site-packages, so no installed copy; "-c" in the checkout puts it first on sys.path.
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
+                         cwd=root).stdout
     assert out.split() == [str(root / "weights"), "bfr"]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from facephotos import FACE_PHOTOS, box_slice, collage, load, psnr, shared_detector
 from PIL import Image
 
 import elir_cli
 from elir_cli.errors import UsageError
 from elir_cli.faces.paste import Canvas, crop_to_output, resize_background, soft_mask
 from elir_cli.pipeline.restorer import restore_array
+from tests.helpers.facephotos import FACE_PHOTOS, box_slice, collage, load, psnr, shared_detector
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """`elir models publish`: convert the authors' files, upload them, then download them back.
 
-End to end against the local hub (tests/hub_server.py), which takes real
+End to end against the local hub (tests/helpers/hub_server.py), which takes real
 uploads from ``HfApi.create_repo`` / ``upload_folder``: the real CLI in a
 subprocess publishes tiny authors'-style ``.pth`` files for the five tasks of
 the tiny manifest, and the normal download path (``ensure_task_weights``)
@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_helpers import assert_one_line_error, run_elir
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir
 from elir_cli.errors import (
     CheckpointError,
     DownloadError,
@@ -39,8 +39,8 @@ from elir_cli.model.elir import ElirModel
 from elir_cli.registry import hub, store, tasks
 from elir_cli.registry.publish import PublishedFile, Publication, publish_weights, write_manifest_entries
 from elir_cli.registry.tasks import weights_dir
-from hub_server import WRITE_TOKEN, HubServer, ReleaseServer
-from hubtools import real_manifest, release_path, sha256, tiny_config
+from tests.helpers.hub_server import WRITE_TOKEN, HubServer, ReleaseServer
+from tests.helpers.hubtools import real_manifest, release_path, sha256, tiny_config
 
 REPO = "elir-cli/elir"
 TASKS = ("bfr", "sr", "denoising", "inpainting", "bsr")

@@ -5,17 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-import goldens
-from reference_elir import reference_forward
-from test_model_goldens import case_config
 from elir_cli.model.checkpoint import build_model, read_checkpoint
+from tests.helpers import goldens
+from tests.helpers.reference_elir import reference_forward
 
 
 @pytest.mark.parametrize("case", ["tiny_k3", "tiny_k5_overparam"])
 def test_modules_match_the_functional_reference(case: str, tmp_path) -> None:
     write = goldens.write_ckpt if "overparam" in case else goldens.write_pth
     ckpt = read_checkpoint(write(case, tmp_path / "w"))
-    ckpt.config = case_config(case)
+    ckpt.config = goldens.case_config(case)
     model = build_model(ckpt)
     e = goldens.expected(case)
     with torch.inference_mode():

@@ -10,8 +10,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from cli_helpers import run_elir, tiny_denoising  # noqa: F401 (fixture)
-from serve_helpers import PHOTOS, png_bytes
+from tests.helpers.cli_helpers import run_elir, tiny_denoising  # noqa: F401 (fixture)
+from tests.helpers.serve_helpers import PHOTOS, png_bytes
 
 SCREENS = Path("/work/briefs/screens")
 CHROMIUM = Path("/usr/bin/chromium")

@@ -116,7 +116,7 @@ def test_compile_setting_reaches_the_loaded_model(tmp_path: Path, monkeypatch: p
     # Wiring only: the compiled model's numbers are checked in test_runtime (compiling takes a minute).
     import torch
 
-    from cli_helpers import tiny_weights
+    from tests.helpers.cli_helpers import tiny_weights
 
     monkeypatch.setattr(torch._dynamo.config, "suppress_errors", torch._dynamo.config.suppress_errors)
     weights = str(tiny_weights(tmp_path))

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from facephotos import collage, load, shared_detector
 from PIL import Image
 
 import elir_cli.faces.detection as detection
 from elir_cli.faces.detection import BGR_MEAN, Face, FaceDetector, nms, prior_boxes
 from elir_cli.faces.retinaface import CONFIGS, RetinaFace
+from tests.helpers.facephotos import collage, load
 
 facexlib_retinaface = pytest.importorskip("facexlib.detection.retinaface", reason="facexlib is the reference")
 facexlib_utils = pytest.importorskip("facexlib.detection.retinaface_utils", reason="facexlib is the reference")

@@ -19,7 +19,7 @@ from elir_cli.model.runtime import (
     resolve_runtime,
     tune_cpu_allocator,
 )
-from tiny import TINY, tiny_model
+from tests.helpers.tiny import TINY, tiny_model
 
 
 def test_auto_device_is_the_best_available() -> None:
@@ -78,12 +78,11 @@ def test_prepared_model_matches_the_plain_one() -> None:
 
 
 COMPILE_SCRIPT = """
-import dataclasses, json, sys
-sys.path.insert(0, sys.argv[1])
+import dataclasses, json
 import torch
 from torch._dynamo.utils import counters
 from elir_cli.model.runtime import prepare_model, resolve_runtime
-from tiny import TINY, tiny_model
+from tests.helpers.tiny import TINY, tiny_model
 
 # Two levels in the vector field instead of four: a third fewer kernels for Inductor to build
 # (32 s instead of 46 s cold on 2 cores), the same four networks to capture.
@@ -107,8 +106,9 @@ def test_compiled_model_matches_the_plain_one() -> None:
     import subprocess
     from pathlib import Path
 
-    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(Path(__file__).parent)],
-                          capture_output=True, timeout=600)
+    # Run in the repository root: "-c" puts the current folder on sys.path, so tests.helpers imports.
+    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, timeout=600,
+                          cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert result["graphs"] >= 4, result  # the four networks were captured, not silently left eager

@@ -146,7 +146,7 @@ def test_cli_errors_name_flags_and_library_errors_name_keywords() -> None:
 
 
 def test_the_cli_renders_a_library_error_with_its_flag(tmp_path: Path) -> None:
-    from cli_helpers import assert_one_line_error, run_elir
+    from tests.helpers.cli_helpers import assert_one_line_error, run_elir
 
     photo = ROOT / "tests" / "data" / "photos" / "faces" / "astronaut.png"
     done = run_elir("restore", str(photo), "-o", str(tmp_path / "out.png"), "--task", "bsr", "--faces", "0")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_helpers import tiny_weights
+from tests.helpers.cli_helpers import tiny_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = Path(__file__).parent / "data" / "photos" / "faces" / "grace_hopper.jpg"

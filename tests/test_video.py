@@ -1,7 +1,7 @@
 """Video: streaming restore with sound, timing, rotation, subtitles, resume, flat memory, less flicker.
 
 Clips are made here with the ffmpeg executable from real photos (see
-``videoclips.py``): 160x120, 10 fps, 1-2 s, pan and zoom over a portrait, a
+``tests/helpers/videoclips.py``): 160x120, 10 fps, 1-2 s, pan and zoom over a portrait, a
 440 Hz sine track. Most tests plug in a cheap restorer whose output carries a
 texture fixed to the crop grid (as a generative restorer's does); the CLI
 tests run the real command with a tiny random ELIR.
@@ -16,10 +16,8 @@ import hashlib
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +25,12 @@ import pytest
 
 av = pytest.importorskip("av", reason="the video tests need PyAV (pip install 'elir-cli[video,test]')")
 
-from cli_helpers import assert_one_line_error, run_elir, tiny_weights  # noqa: E402
-from torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
-from videoclips import (audio_packets, audio_samples, ffmpeg, ffmpeg_exe, frame_times, frames_rgb,  # noqa: E402
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weights  # noqa: E402
+from tests.helpers.torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
+from tests.helpers.videoclips import (audio_packets, audio_samples, ffmpeg, ffmpeg_exe, frame_times, frames_rgb,  # noqa: E402
                         make_clip)
-from video_worker import pattern_restorer  # noqa: E402
+from tests.helpers.video_worker import HELD, pattern_restorer  # noqa: E402
+from tests.helpers.waiting import read_line  # noqa: E402
 
 from elir_cli.pipeline.settings import RestoreSettings
 from elir_cli.video.media import VideoError, is_video_file  # noqa: E402
@@ -40,7 +39,7 @@ from elir_cli.video.stream import VideoOptions, restore_video  # noqa: E402
 pytestmark = [pytest.mark.video,
               pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg executable to make test clips "
                                  "(install imageio-ffmpeg or put ffmpeg on PATH)")]
-WORKER = Path(__file__).parent / "video_worker.py"
+WORKER = [sys.executable, "-m", "tests.helpers.video_worker"]  # worker_env() puts the checkout on PYTHONPATH
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 FPS = 10
@@ -162,7 +161,7 @@ def test_tracking_flickers_less_than_per_frame_restoration(tmp_path: Path, clips
 
 
 def run_worker(src: Path, dst: Path, *args: str, timeout: float = 240) -> dict:
-    done = subprocess.run([sys.executable, str(WORKER), str(src), str(dst), *args], capture_output=True,
+    done = subprocess.run([*WORKER, str(src), str(dst), *args], capture_output=True,
                           text=True, env=worker_env(), timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
@@ -213,18 +212,15 @@ def test_resume_after_a_kill_gives_the_bytes_of_an_uninterrupted_run(tmp_path: P
     run_worker(src, whole, *settings)
     resumed = tmp_path / "resumed.mp4"
     manifest = resumed.parent / f".{resumed.name}.elir-parts" / "manifest.json"
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(src), str(resumed), *settings,
-                             "--sleep", "0.3"], env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
+    # The worker finishes two segments, writes the first frame of the third, says so and waits.
+    proc = subprocess.Popen([*WORKER, str(src), str(resumed), *settings, "--hold-after", "2"], env=worker_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.exists() and len(json.loads(manifest.read_text())["segments"]) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
+        said = read_line(proc.stdout, 180, "the worker holding in its third segment")  # type: ignore[arg-type]
     finally:
-        proc.wait()
+        proc.kill()  # SIGKILL: nothing of the run gets to clean up
+        _, err = proc.communicate()
+    assert said.decode().strip() == HELD, f"the run ended before it could be killed: {err.decode()[-3000:]}"
     assert not resumed.exists()
     done_before = json.loads(manifest.read_text())["segments"]
     assert 2 <= len(done_before) < 4

@@ -1,7 +1,7 @@
 """Video detection: crops around tracks between full detections, and torch threads outside the model.
 
 Real RetinaFace on the project's photos and on short clips made with the
-ffmpeg executable (see ``videoclips.py``); a stand-in crop restorer.
+ffmpeg executable (see ``tests/helpers/videoclips.py``); a stand-in crop restorer.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 pytestmark = pytest.mark.video
 pytest.importorskip("av", reason="the video tests need PyAV (pip install 'elir-cli[video,test]')")
 
-from torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
-from videoclips import ffmpeg_exe, make_clip  # noqa: E402
-from video_worker import pattern_restorer  # noqa: E402
+from tests.helpers.torch_threads import one_torch_thread  # noqa: E402,F401 (an autouse fixture)
+from tests.helpers.videoclips import ffmpeg_exe, make_clip  # noqa: E402
+from tests.helpers.video_worker import pattern_restorer  # noqa: E402
 
 from elir_cli.pipeline.settings import RestoreSettings
 from elir_cli.video.detect import detect_in_crop  # noqa: E402

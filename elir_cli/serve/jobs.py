@@ -17,7 +17,7 @@ import time
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import ElirError, first_line
@@ -65,9 +65,12 @@ class JobLimit(Exception):
 
 
 class JobStore:
-    """Jobs by id, their results in ``root``; thread-safe."""
+    """Jobs by id, their results in ``root``; thread-safe. ``clock`` gives the time (``time.time``:
+    the API reports it) of each job's creation and end, and of each expiry sweep."""
 
-    def __init__(self, root: Path | None, *, ttl: float, max_bytes: int, max_jobs: int) -> None:
+    def __init__(self, root: Path | None, *, ttl: float, max_bytes: int, max_jobs: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="elir-serve-jobs-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ class JobStore:
             self.sweep()
             if len(self._jobs) >= self.max_jobs:
                 raise JobLimit()
-            job = Job(id=secrets.token_urlsafe(ID_BYTES))
+            job = Job(id=secrets.token_urlsafe(ID_BYTES), created=self.clock())
             self._jobs[job.id] = job
             return job
 
@@ -135,7 +138,7 @@ class JobStore:
         with self._lock:
             if self._jobs.get(job.id) is not job:
                 return  # deleted meanwhile: drop the result
-            job.finished = time.time()
+            job.finished = self.clock()
             job.future = None
             try:
                 restored: Restored = future.result()
@@ -179,7 +182,7 @@ class JobStore:
 
     def sweep(self) -> None:
         """Forget jobs whose results expired (``ttl`` after they finished)."""
-        now = time.time()
+        now = self.clock()
         with self._lock:
             for job in [j for j in self._jobs.values() if j.finished is not None and now - j.finished > self.ttl]:
                 self._remove_file(job)

@@ -12,7 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-PHOTOS = Path(__file__).parent / "data" / "photos" / "faces"
+from tests.helpers import DATA
+
+PHOTOS = DATA / "photos" / "faces"
 SRT = "1\n00:00:00,000 --> 00:00:00,800\nhello\n\n2\n00:00:00,900 --> 00:00:01,500\nworld\n"
 
 

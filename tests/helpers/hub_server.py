@@ -204,6 +204,9 @@ class _Base:
             for i in range(0, len(body), SLOW_CHUNK):
                 handler.wfile.write(body[i:i + SLOW_CHUNK])
                 handler.wfile.flush()
+                # On purpose: a slow network, so that a second client starts while the first one
+                # downloads. Nothing the test could wait on tells when the second one is waiting
+                # (it waits on the first one's file lock, not on this server).
                 time.sleep(SLOW_PAUSE_S)
             return
         handler.wfile.write(body)

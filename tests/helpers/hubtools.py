@@ -75,6 +75,17 @@ def write_tiny_manifest(path: Path, *, release_host: str = "https://github.com",
     return path
 
 
+def evil_pth(path: Path, marker: Path) -> Path:
+    """A torch checkpoint whose unpickling would create ``marker`` (it must never run)."""
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (open, (str(marker), "w"))
+
+    torch.save({"enc.layers.0.weight": torch.zeros(2, 2), "payload": Payload()}, path)
+    return path
+
+
 def release_path(task: str) -> str:
     """The path part of a task's release URL (what the release server must serve)."""
     url = real_manifest()["tasks"][task]["sources"]["release"]["url"]

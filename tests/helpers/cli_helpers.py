@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from elir_cli.model.checkpoint import save_safetensors
-from forkserver import run_forked
-from tiny import TINY, tiny_model
+from tests.helpers.forkserver import run_forked
+from tests.helpers.tiny import TINY, tiny_model
 
 ELIR = [sys.executable, "-m", "elir_cli"]
 TRACEBACK = "Traceback (most recent call last)"
@@ -20,7 +20,7 @@ TRACEBACK = "Traceback (most recent call last)"
 def run_elir(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
              timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """``elir ARGS`` in a process of its own: a fork of a process that has torch imported
-    (:mod:`forkserver`), or a fresh interpreter where the environment needs one."""
+    (:mod:`tests.helpers.forkserver`), or a fresh interpreter where the environment needs one."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     forked = run_forked(list(args), full_env, cwd, input, timeout)
     if forked is not None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-PHOTOS = Path(__file__).parent / "data" / "photos" / "faces"
+from tests.helpers import DATA
+
+PHOTOS = DATA / "photos" / "faces"
 FACE_PHOTOS = ("astronaut.png", "grace_hopper.jpg", "camera.png")
 
 

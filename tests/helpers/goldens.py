@@ -15,21 +15,33 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-DATA = Path(__file__).parent / "data" / "elir-format"
+from elir_cli.model.config import ModelConfig
+from tests.helpers import DATA
+
+FORMAT = DATA / "elir-format"
 TASKS = ("bfr", "sr", "denoising", "inpainting", "bsr")
 CKPT_PREFIX_GROUPS = {"enc.": "state_dict_enc", "mmse.": "state_dict_mmse",
                       "fmir.": "state_dict_fmir", "dec.": "state_dict_dec"}
 
 
 def cases() -> dict[str, dict]:
-    return json.loads((DATA / "cases.json").read_text())
+    return json.loads((FORMAT / "cases.json").read_text())
+
+
+def case_config(case: str) -> ModelConfig:
+    """The architecture of golden ``case`` (its checkpoint does not carry one)."""
+    c = cases()[case]
+    return ModelConfig(k_steps=c["k_steps"], sigma_s=c["sigma_s"], hid_channels=c["hid_channels"],
+                       n_mid_blocks=c["n_mid_blocks"], rrdb_c_hid=c["rrdb_c_hid"], n_rrdb=c["n_rrdb"],
+                       ch_mult=tuple(c["ch_mult"]), t_emb_dim=c["t_emb_dim"],
+                       latent_channels=c["latent_channels"])
 
 
 def draw_weights(case: str) -> dict[str, torch.Tensor]:
     """Re-draw the random tensors of ``case`` in file order."""
     g = torch.Generator().manual_seed(cases()[case]["weights_seed"])
     out: dict[str, torch.Tensor] = {}
-    for line in (DATA / f"{case}.weights.tsv").read_text().splitlines():
+    for line in (FORMAT / f"{case}.weights.tsv").read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         name, shape_text = line.split("\t")[:2]
@@ -59,13 +71,13 @@ def write_ckpt(case: str, path: Path) -> Path:
 
 
 def expected(case: str) -> dict[str, torch.Tensor]:
-    return load_file(str(DATA / f"{case}.expected.safetensors"))
+    return load_file(str(FORMAT / f"{case}.expected.safetensors"))
 
 
 def released_keys(task: str) -> tuple[list[tuple[str, tuple[int, ...]]], int, int]:
     """(name, shape) rows of a released checkpoint, its tensor count and parameters."""
     rows, count, params = [], -1, -1
-    for line in (DATA / f"{task}.keys.tsv").read_text().splitlines():
+    for line in (FORMAT / f"{task}.keys.tsv").read_text().splitlines():
         if line.startswith("#"):
             parts = line.lstrip("# ").replace(",", "").split()
             count, params = int(parts[0]), int(parts[2])

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cli_helpers import ELIR
+from tests.helpers import DATA
+from tests.helpers.cli_helpers import ELIR
+from tests.helpers.waiting import wait_until
 
 START_TIMEOUT = 120.0
-PHOTOS = Path(__file__).parent / "data" / "photos"
+PHOTOS = DATA / "photos"
 # A face index no photo here has: detection runs, no face is restored (fast with any model).
 NO_FACE = "99"
 
@@ -101,17 +102,19 @@ class Server:
         self.proc = subprocess.Popen(
             [*ELIR, "serve", "--port", str(self.port), "--task", task, "--weights", str(weights),
              "--device", "cpu", *extra], stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), env=env)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"elir serve exited: {self.log.read_text()}")
-            try:
-                if request(self.base + "/healthz", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"elir serve did not start: {self.log.read_text()}")
+        try:
+            wait_until(self._healthy, START_TIMEOUT, f"elir serve answering on {self.base}/healthz")
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: {self.log.read_text()}") from None
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"elir serve exited: {self.log.read_text()}")
+        try:
+            return request(self.base + "/healthz", timeout=2).status == 200
+        except OSError:  # not listening yet
+            return False
 
     def stop(self) -> int:
         if self.proc.poll() is None:
