@@ -19,8 +19,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from elir_cli.pipeline.settings import CLI, MODEL_PANEL, OptionSpec, RestoreSettings, is_optional, spec_of, specs, \
-    value_type
+from elir_cli.pipeline.settings import CLI, MODEL_PANEL, OptionSpec, RestoreSettings, front_type, spec_of, specs
 from elir_cli.registry.choices import Device, Precision, TaskName
 
 __all__ = ["Device", "Precision", "TaskName"]  # the choices other commands' options default to
@@ -61,9 +60,7 @@ SHOWING: list[tuple[str, Any, Any]] = [("as_json", JsonOut, False), ("quiet", Qu
 
 def typer_annotation(cls: type, name: str, spec: OptionSpec) -> Any:
     """The ``Annotated`` type of one settings field as a Typer option."""
-    kind: Any = spec.choices or (str if spec.text else value_type(cls, name))
-    if is_optional(cls, name):
-        kind = Optional[kind]
+    kind = front_type(cls, name, spec)
     bounds = {key: value for key, value in (("min", spec.minimum), ("max", spec.maximum)) if value is not None}
     declarations = [spec.flag_name(name)] + ([spec.short] if spec.short else [])
     return Annotated[kind, typer.Option(*declarations, help=spec.help, rich_help_panel=spec.panel, **bounds)]

@@ -215,7 +215,6 @@ def batch(
     from elir_cli.distributed.cluster import RayOptions
     from elir_cli.pipeline.batch import write_report
     from elir_cli.runner.folder import FolderJob
-    from elir_cli.runner.restorer import Restorer
 
     settings = options.settings
     console = stderr_console(quiet=options.quiet)
@@ -235,14 +234,15 @@ def batch(
             if record.status == "failed":
                 _report_one(console, record)
 
-        def loading(restorer: Any) -> None:
-            console.print(f"[dim]{total} images under {folder}; running on {restorer.runtime.describe()}[/]")
-            _tip(console, restorer)
+        def starting(restorer: Any, loads: bool) -> None:
+            if loads:
+                console.print(f"[dim]{total} images under {folder}; running on {restorer.runtime.describe()}[/]")
+                _tip(console, restorer)
+            else:  # a finished run, run again: reported without loading torch, the model or the detector
+                console.print(f"[dim]{total} images under {folder}; every output exists already "
+                              "(--overwrite redoes them)[/]")
 
-        if engine is opt.Engine.local and not job.needs_model(Restorer(settings)):
-            console.print(f"[dim]{total} images under {folder}; every output exists already "
-                          "(--overwrite redoes them)[/]")
-        result = job.run(log=lambda message: console.print(escape(message)), on_done=done, on_loading=loading,
+        result = job.run(log=lambda message: console.print(escape(message)), on_done=done, on_start=starting,
                          progress_for=lambda src: vid.progress_printer(console, src.name) if show else None)
     summary, described = result.summary, result.settings
     lines.finish(summary)

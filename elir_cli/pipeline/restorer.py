@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from elir_cli.model.elir import ElirModel
     from elir_cli.model.runtime import Runtime
 
-ImageInput = "Image.Image | np.ndarray | str | os.PathLike[str] | bytes"
-
-
 class PhotoRestorer:
     """Restores photos with one loaded model, detector and runtime.
 
@@ -254,8 +251,7 @@ class PhotoRestorer:
         """Restore a float32 HxWx3 RGB photo in [0,1] (``faces``: restore these, without detecting;
         ``restorer``: this crop restorer for this call instead of the loaded one)."""
         s = self.settings
-        crops = restorer or self._plug_in or model_restorer(self.model, seed=s.seed, steps=s.steps,
-                                                            fidelity=s.fidelity)
+        crops = restorer or self._crop_restorer()
         bg = None
         if s.bg_task:
             bg = self._bg_plug_in or model_restorer(self.bg_model, seed=s.seed)
@@ -263,9 +259,13 @@ class PhotoRestorer:
                              detector=self.detector if self.detects and faces is None else None, bg_restorer=bg,
                              mask=mask, faces=faces)
 
-    def restore_decoded(self, image: "DecodedImage", *, faces_dir: Path | None = None) -> RestoreResult:
+    def _crop_restorer(self) -> CropRestorer:
+        """The plug-in crop restorer, or the loaded model with a generator seeded anew (one per image)."""
         s = self.settings
-        crops = self._plug_in or model_restorer(self.model, seed=s.seed, steps=s.steps, fidelity=s.fidelity)
+        return self._plug_in or model_restorer(self.model, seed=s.seed, steps=s.steps, fidelity=s.fidelity)
+
+    def restore_decoded(self, image: "DecodedImage", *, faces_dir: Path | None = None) -> RestoreResult:
+        crops = self._crop_restorer()
         if faces_dir is not None:
             crops = _saving_crops(crops, faces_dir)
         return self.restore_array(image.rgb, restorer=crops)

@@ -29,7 +29,7 @@ import inspect
 import types
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, Callable, Iterator, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Iterator, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 from elir_cli.errors import UsageError
 from elir_cli.registry.choices import Backend, Device, Ext, Precision, TaskName
@@ -268,6 +268,13 @@ def value_type(cls: type, name: str) -> Any:
     return hint
 
 
+def front_type(cls: type, name: str, spec: OptionSpec) -> Any:
+    """The type a front end (a Typer option, a form field) reads the option as: its choices' enum,
+    ``str`` for options given as text, else the field's type; ``Optional`` where the field may be None."""
+    kind: Any = spec.choices or (str if spec.text else value_type(cls, name))
+    return Optional[kind] if is_optional(cls, name) else kind
+
+
 def is_optional(cls: type, name: str) -> bool:
     hint = get_type_hints(cls)[name]
     return get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
@@ -331,22 +338,24 @@ def with_options(function: Callable[..., Any], *, groups: Sequence[str], cls: ty
 
 
 def options_table(cls: type = RestoreSettings) -> str:
-    """The docs' table of options (Markdown): flag, form field, Python keyword, default, range, meaning."""
+    """The docs' table of options (Markdown): keyword, flag, form field, default, values, meaning."""
     rows = ["| Python keyword | CLI | HTTP form | default | values | what it does |", "| --- | --- | --- | --- | --- | --- |"]
     for f, spec in specs(cls):
         cli = f"`{spec.flag_name(f.name)}`" + (f", `{spec.short}`" if spec.short else "") if CLI in spec.fronts else ""
         form = f"`{spec.form_name or f.name}`" if HTTP in spec.fronts else ""
-        values = (" \\| ".join(m.value for m in spec.choices) if spec.choices is not None
-                  else _range_text(spec) or value_type(cls, f.name).__name__ if isinstance(value_type(cls, f.name), type)
-                  else "")
-        if spec.text:
-            values = "numbers, e.g. 0,2"
         default = "" if f.default is None else f"`{f.default}`"
-        rows.append(f"| `{f.name}` | {cli} | {form} | {default} | {values} | {spec.help.replace('|', '/')} |")
+        rows.append(f"| `{f.name}` | {cli} | {form} | {default} | {_values_text(cls, f.name, spec)} | "
+                    f"{spec.help.replace('|', '/')} |")
     return "\n".join(rows) + "\n"
 
 
-def _range_text(spec: OptionSpec) -> str:
-    if spec.minimum is None and spec.maximum is None:
-        return ""
-    return _bounds(spec)
+def _values_text(cls: type, name: str, spec: OptionSpec) -> str:
+    """What an option takes, for the docs: its choices, its bounds, or its type."""
+    if spec.choices is not None:
+        return " \\| ".join(member.value for member in spec.choices)
+    if spec.text:
+        return "numbers, e.g. 0,2"
+    if spec.minimum is not None or spec.maximum is not None:
+        return _bounds(spec)
+    kind = value_type(cls, name)
+    return kind.__name__ if isinstance(kind, type) else ""

@@ -120,26 +120,35 @@ class FolderJob:
     # -- running ---------------------------------------------------------------
     def run(self, *, log: Log | None = None, on_done: Callable[[Any], None] | None = None,
             progress_for: Callable[[Path], Progress | None] | None = None,
-            on_loading: Callable[[PhotoRestorer], None] | None = None) -> FolderResult:
+            on_start: Callable[[PhotoRestorer, bool], None] | None = None) -> FolderResult:
         """Restore the plan; per-file failures are records, Ctrl-C stops with ``summary.interrupted``.
 
         ``on_done(record)`` after each file; ``progress_for(video)`` gives a
-        video's frame progress callback; ``on_loading(restorer)`` just before
-        the models load (to say where it runs).
+        video's frame progress callback; ``on_start(restorer, loads)`` before
+        the first file on the local engine (``loads`` False: every output
+        exists already and nothing is loaded), to say where it runs.
         """
         say = log or (lambda message: None)
         items = self.plan()
         if self.engine == RAY:
             return self._on_ray(items, say, on_done, progress_for)
         restorer = PhotoRestorer(self.settings, log=say)
-        if self.needs_model(restorer):
-            restorer.fetch_weights()
-            if on_loading is not None:
-                on_loading(restorer)
+        summary = self._restore_here(restorer, items, loads=self.needs_model(restorer), on_done=on_done,
+                                     progress_for=progress_for, on_start=on_start)
+        return FolderResult(summary=summary, settings=restorer.describe())
+
+    def _restore_here(self, restorer: PhotoRestorer, items: list[BatchItem], *, loads: bool,
+                      on_done: Callable[[Any], None] | None, progress_for: Callable[[Path], Progress | None] | None,
+                      on_start: Callable[[PhotoRestorer, bool], None] | None = None) -> BatchSummary:
+        """``items`` on this machine, photos and videos; the models are loaded first when ``loads``."""
+        if loads:
+            restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
+        if on_start is not None:
+            on_start(restorer, loads)
+        if loads:
             restorer.prepare()
         hook = video_items(restorer, self.video_options(), progress_for=progress_for)
-        summary = run_batch(restorer, items, on_done=on_done, restore_item=hook)
-        return FolderResult(summary=summary, settings=restorer.describe())
+        return run_batch(restorer, items, on_done=on_done, restore_item=hook)
 
     def _on_ray(self, items: Any, say: Log, on_done: Callable[[Any], None] | None,
                 progress_for: Callable[[Path], Progress | None] | None) -> FolderResult:
@@ -155,12 +164,9 @@ class FolderJob:
         say(f"{len(videos)} video{'s' if len(videos) != 1 else ''}: restored by the local engine on this machine, "
             "after the photos (a video is one long stream, resumed by its own checkpoints)")
         restorer = PhotoRestorer(self.settings, log=say)
-        if any(not video_output(item.src, item.output.path, exact=False).exists() or self.settings.overwrite
-               for item in videos):
-            restorer.fetch_weights()
-            restorer.prepare()
-        hook = video_items(restorer, self.video_options(), progress_for=progress_for)
-        moving = run_batch(restorer, videos, on_done=on_done, restore_item=hook)
+        loads = self.settings.overwrite or any(not video_output(item.src, item.output.path, exact=False).exists()
+                                               for item in videos)
+        moving = self._restore_here(restorer, videos, loads=loads, on_done=on_done, progress_for=progress_for)
         by_item = dict(zip(photos, result.summary.records))
         by_item.update(zip(videos, moving.records))
         summary = BatchSummary(records=[by_item[item] for item in items if item in by_item],

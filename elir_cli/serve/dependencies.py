@@ -10,7 +10,7 @@ from fastapi import Depends, Form, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from elir_cli.errors import UsageError
-from elir_cli.pipeline.settings import HTTP, RestoreSettings, is_optional, specs, value_type
+from elir_cli.pipeline.settings import HTTP, RestoreSettings, front_type, specs
 
 from .errors import ApiError, field_of, rendered
 from .guard import key_matches
@@ -49,13 +49,11 @@ def settings_form(settings_class: type = RestoreSettings) -> Callable[..., Resto
     parameters = [inspect.Parameter("service", inspect.Parameter.KEYWORD_ONLY,
                                     annotation=Annotated[Service, Depends(get_service)])]
     for name, (f, spec) in hints.items():
-        kind: Any = spec.choices or (str if spec.text else value_type(settings_class, name))
+        kind = front_type(settings_class, name, spec)
         default = f.default
         if name == "task":  # the server's --task by default
-            default = None
-        if default is None or is_optional(settings_class, name):
-            kind = Optional[kind]
-        elif spec.choices is not None:
+            default, kind = None, Optional[kind]
+        elif spec.choices is not None and default is not None:
             default = spec.choices(default)
         bounds = {key: value for key, value in (("ge", spec.minimum), ("le", spec.http_maximum or spec.maximum))
                   if value is not None}

@@ -180,12 +180,11 @@ class RequestWorker:
 
     def _restorer_for(self, settings: "RestoreSettings") -> "PhotoRestorer":
         """A restorer for ``settings`` over models this thread keeps loaded."""
-        from elir_cli.pipeline.settings import MODEL_FIELDS
         from elir_cli.pipeline.restorer import PhotoRestorer
 
         cache: OrderedDict[tuple, PhotoRestorer] = getattr(self._local, "cache", None) or OrderedDict()
         self._local.cache = cache
-        key = tuple(getattr(settings, name) for name in MODEL_FIELDS)
+        key = settings.model_key()
         base = cache.get(key)
         if base is None:
             while len(cache) >= MAX_LOADED:

@@ -127,7 +127,7 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     ``settings`` are the photo settings (task, faces, upscale, background,
     precision, seed; ``overwrite`` starts over instead of resuming);
     ``options`` the video ones (codec, crf, preset, tracking). ``files`` is a
-    loaded :class:`~elir_cli.pipeline.files.PhotoRestorer` to reuse;
+    loaded :class:`~elir_cli.pipeline.restorer.PhotoRestorer` to reuse;
     ``restorer`` plugs in a crop restorer instead of the model. Raises
     :class:`~elir_cli.errors.ElirError` on failure; the input is never written.
     """
