@@ -10,13 +10,14 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, check_png, chromium_or_skip, save_png, \
+    screens_dir
 from tests.helpers.cli_helpers import run_elir, tiny_denoising  # noqa: F401 (fixture)
 from tests.helpers.serve_helpers import PHOTOS, png_bytes
 
-SCREENS = Path("/work/briefs/screens")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+
+
+REPORT_HEIGHT = 1600  # one card per file: the top shows the totals, the settings and the first cards
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,10 @@ def batch_run(tiny_denoising: Path, tmp_path_factory: pytest.TempPathFactory) ->
     (src / "sub dir" / "noise #2.png").write_bytes(png_bytes((64, 96), seed=2))
     shutil.copy(PHOTOS / "awkward" / "truncated.jpg", src / "sub dir" / "truncated.jpg")
     (root / "reports").mkdir()
-    result = run_elir("batch", str(src), "-o", str(root / "out"), "--weights", str(tiny_denoising),
+    # relative paths, run from the folder: the page (and the docs' screenshot of it) names in/..., not /tmp/...
+    result = run_elir("batch", "in", "-o", "out", "--weights", str(tiny_denoising),
                       "--task", "denoising", "--steps", "1", "--seed", "0", "--device", "cpu",
-                      "--report", str(root / "reports" / "run.html"))
+                      "--report", "reports/run.html", cwd=root)
     assert result.returncode == 1, result.stderr.decode()  # one file failed
     return root / "reports" / "run.html"
 
@@ -61,13 +63,11 @@ def test_report_links_are_relative_and_reach_the_files(batch_run: Path) -> None:
 
 @pytest.mark.browser
 def test_report_opens_from_disk_in_a_real_browser(batch_run: Path, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (test extra)")
+    sync_api = chromium_or_skip()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page = browser.new_page(viewport=DESKTOP)
             problems: list[str] = []
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
@@ -86,13 +86,9 @@ def test_report_opens_from_disk_in_a_real_browser(batch_run: Path, tmp_path: Pat
             assert widths and all(w > 0 for w in widths)  # every embedded thumbnail decodes
             assert "truncated" in page.locator("li.file .error").inner_text()
             assert all(u.startswith(("file:", "data:")) for u in requests), requests
-            shot = tmp_path / "batch_report.png"
-            page.screenshot(path=str(shot), full_page=True)
-            try:
-                SCREENS.mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, SCREENS / shot.name)
-            except OSError:
-                pass
+            # what the docs show (ELIR_SCREENSHOTS=docs/images): the top of the page
+            check_png(save_png(page, screens_dir(tmp_path) / "batch-report.png", max_height=REPORT_HEIGHT),
+                      DESKTOP["width"])
             assert not problems, problems
         finally:
             browser.close()

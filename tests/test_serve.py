@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 pytest.importorskip("multipart", reason="the serve extra (python-multipart) is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, check_png, chromium_or_skip, save_png, \
+    screens_dir  # noqa: E402
 from tests.helpers.cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
 from tests.helpers.serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
 from tests.helpers.waiting import ManualClock, wait_until  # noqa: E402
@@ -38,11 +39,7 @@ from tests.helpers.waiting import ManualClock, wait_until  # noqa: E402
 from elir_cli.serve.app import create_app  # noqa: E402
 from elir_cli.serve.config import ServeConfig, exposure_warning  # noqa: E402
 
-SCREENS = Path("/work/briefs/screens")
 FAST = {"steps": "1", "seed": "3"}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 
 
 def config(weights: Path, **changes) -> ServeConfig:  # type: ignore[no-untyped-def]
@@ -497,24 +494,6 @@ def test_real_server_under_concurrent_load(server: Server) -> None:
 # -------------------------------------------------------------------- the page in Chromium
 
 
-def chromium_or_skip():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (test extra)")
-    return sync_api
-
-
-def save_screen(page, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
-    try:
-        SCREENS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, SCREENS / name)
-    except OSError:
-        pass  # the screens folder is a convenience for reviewers; the artefact is under tmp_path
-    return path
-
-
 @pytest.mark.browser
 def test_page_in_a_real_browser(server: Server, tmp_path: Path) -> None:
     sync_api = chromium_or_skip()
@@ -523,7 +502,7 @@ def test_page_in_a_real_browser(server: Server, tmp_path: Path) -> None:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
+            context = browser.new_context(viewport=PHONE, accept_downloads=True)
             page = context.new_page()
             problems: list[str] = []
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -558,9 +537,12 @@ def test_page_in_a_real_browser(server: Server, tmp_path: Path) -> None:
             saved = tmp_path / "download.jpg"
             download.save_as(saved)
             assert Image.open(saved).size == (160, 188)
-            save_screen(page, tmp_path, "serve_page_phone.png")
-            page.set_viewport_size({"width": 1100, "height": 900})
-            save_screen(page, tmp_path, "serve_page_desktop.png")
+            # what the docs show (ELIR_SCREENSHOTS=docs/images): phone width, then desktop
+            screens = screens_dir(tmp_path)
+            page.locator("#go").blur()
+            check_png(save_png(page, screens / "serve-page-phone.png"), PHONE["width"])
+            page.set_viewport_size(DESKTOP)
+            check_png(save_png(page, screens / "serve-page.png"), DESKTOP["width"])
             assert not problems, problems
         finally:
             browser.close()
