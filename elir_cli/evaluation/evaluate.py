@@ -141,10 +141,11 @@ class Evaluator:
         if self._restorer is not None:
             return self._restorer
         if self._model is None:
-            from elir_cli.registry.loading import load_float32_model
+            from elir_cli.pipeline.inference import load_model
 
             s = self.settings
-            self._model = load_float32_model(s.weights or s.task, task=s.task, device=self.device).eval()
+            # the one loading path, in float32: the paper's numbers come from the authors' arithmetic
+            self._model = load_model(s.weights or s.task, task=s.task, device=self.device, precision="fp32")
         return model_restorer(self._model, seed=self.settings.seed, steps=steps, fidelity=fidelity)
 
     # ------------------------------------------------------------------ running
