@@ -183,12 +183,7 @@ class _Base:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         if fault == "short":
             body = body[: len(body) // 2]
-        self._record(handler, status)
-        handler.send_response(status)
-        for k, v in headers.items():
-            handler.send_header(k, v)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
+        self._reply(handler, status, headers, head=True, body=body)  # the status line and headers only
         if head:
             return
         if fault == "drop_once" and not head:
