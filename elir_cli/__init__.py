@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .pipeline.photo import RestoreResult
     from .pipeline.restorer import restore_array, restore_image
     from .pipeline.settings import RestoreSettings
+    from .runner.files import FilesJob
     from .runner.folder import FolderJob
     from .runner.restorer import Restorer
     from .registry.hub import cached_task_weights, ensure_detector_weights, ensure_task_weights, import_task_weights
@@ -74,6 +75,7 @@ _LAZY = {
     "restore_array": "pipeline.restorer",
     "Restorer": "runner.restorer",
     "FolderJob": "runner.folder",
+    "FilesJob": "runner.files",
     "RestoreSettings": "pipeline.settings",
     "PhotoRecord": "pipeline.files",
     "RestoreResult": "pipeline.photo",
@@ -107,6 +109,7 @@ __all__ = [
     "ElirError",
     "ElirModel",
     "EvalSettings",
+    "FilesJob",
     "FolderJob",
     "Evaluator",
     "ImageError",

@@ -79,3 +79,24 @@ def test_restore_path_tells_photos_from_videos_by_content(hub_server_bfr: tuple,
     record = Restorer(task="bfr", seed=1, steps=1).restore_path(disguised)  # next to it, as elir restore
     assert record.status == "restored" and Path(record.output) == tmp_path / "holiday_restored.png", record
     assert record.faces == 1
+
+
+def test_files_job_checks_first_loads_only_when_needed(tmp_path: Path) -> None:
+    from tests.helpers.cli_helpers import tiny_weights
+
+    from elir_cli import FilesJob, RestoreSettings
+
+    weights = tiny_weights(tmp_path, "denoising")
+    photos = [tmp_path / "a.png", tmp_path / "b.jpg"]
+    Image.open(FACES / "astronaut.png").convert("RGB").resize((64, 64)).save(photos[0])
+    Image.open(FACES / "grace_hopper.jpg").convert("RGB").resize((64, 72)).save(photos[1])
+    settings = RestoreSettings(task="denoising", weights=str(weights), steps=1, seed=0, device="cpu")
+    starts: list[bool] = []
+    result = FilesJob(photos, str(tmp_path / "out"), settings).run(on_start=lambda restorer, loads: starts.append(loads))
+    assert starts == [True] and result.ok
+    assert [Path(r.output).name for r in result.records] == ["a_restored.png", "b_restored.jpg"]
+    again = FilesJob(photos, str(tmp_path / "out"), settings).run(on_start=lambda restorer, loads: starts.append(loads))
+    assert starts == [True, False]  # every output exists: nothing is loaded
+    assert [r.status for r in again.records] == ["failed", "failed"] and "already exists" in again.records[0].error
+    with pytest.raises(UsageError, match="would both be written"):
+        FilesJob([photos[0], tmp_path / "sub" / "a.png"], str(tmp_path / "out"), settings)

@@ -49,130 +49,94 @@ def restore(
 ) -> None:
     """Restore photos and videos: detect faces, restore them with ELIR, paste them back."""
     from elir_cli.errors import UsageError
-    from elir_cli.pipeline.files import check_destinations, expand_inputs, output_name_for
+    from elir_cli.pipeline.files import PhotoRecord, expand_inputs
+    from elir_cli.runner.files import FilesJob
+
+    use_stdin = inputs == [STDIO]
+    if STDIO in inputs and not use_stdin:
+        raise UsageError("- (standard input) cannot be mixed with file names")
+    files = [] if use_stdin else expand_inputs(inputs)
+    if use_stdin or output == STDIO:
+        return _restore_through_pipes(files, output, options, report)
+    console = stderr_console(quiet=options.quiet)
+    flags = vid.VideoFlags(codec, crf, preset, tracking)
+    job = FilesJob(files, output, options.settings, video=flags.options())
+    show = not options.quiet and not options.as_json
+
+    def starting(restorer: Any, loads: bool) -> None:
+        if loads:
+            console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+            _tip(console, restorer)
+        # else every output exists already: each file fails at once, without loading torch
+
+    def done(record: Any) -> None:
+        (_report_one if isinstance(record, PhotoRecord) else vid.report_video)(console, record)
+
+    try:
+        result = job.run(log=console.print, on_done=done, on_start=starting,
+                         progress_for=lambda src: vid.progress_printer(console, src.name) if show else None)
+    except KeyboardInterrupt:
+        if job.current in job.videos:
+            console.print(f"[yellow]Interrupted[/]: run the same command again to resume {job.current.name}.",
+                          force=True)
+        raise
+    _write_results(result.settings, result.records, options, report)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _write_results(settings: dict[str, Any], records: list[Any], options: opt.RestoreOptions,
+                   report: Optional[Path]) -> None:
+    """``--report`` and ``--json`` (or the output names, one a line) for records written to files."""
+    data = {"settings": settings, "files": [r.to_json() for r in records]}
+    if report is not None:
+        from elir_cli.atomicwrite import write_bytes_atomic
+
+        write_bytes_atomic(report, json.dumps(data, indent=2).encode() + b"\n", overwrite=True)
+    if options.as_json:
+        typer.echo(json.dumps(data, indent=2))
+    elif not options.quiet:
+        for r in records:
+            if r.output:
+                typer.echo(r.output)
+
+
+def _restore_through_pipes(files: list[Path], output: Optional[str], options: opt.RestoreOptions,
+                           report: Optional[Path]) -> None:
+    """``elir restore - [-o OUT]`` and ``elir restore FILE -o -``: one photo through standard input or output."""
+    from elir_cli.errors import UsageError
+    from elir_cli.pipeline.files import output_name_for
     from elir_cli.runner.restorer import Restorer
     from elir_cli.runner.videos import is_video
 
     settings = options.settings
     console = stderr_console(quiet=options.quiet)
-    use_stdin = inputs == [STDIO]
-    if STDIO in inputs and not use_stdin:
-        raise UsageError("- (standard input) cannot be mixed with file names")
-    files = [] if use_stdin else expand_inputs(inputs)
-    videos = [f for f in files if is_video(f)]
-    if videos:
-        if output == STDIO:
-            raise UsageError("a video cannot be written to standard output", hint="use -o FILE")
-        return _restore_with_videos(files, videos, output, options, vid.VideoFlags(codec, crf, preset, tracking),
-                                    report)
-    to_stdout = output == STDIO or (use_stdin and output is None)
+    if any(is_video(f) for f in files):
+        raise UsageError("a video cannot be written to standard output", hint="use -o FILE")
+    to_stdout = output in (STDIO, None)
     if to_stdout and len(files) > 1:
         raise UsageError("only one image can be written to standard output", hint="use -o FOLDER")
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write image bytes to a terminal", hint="redirect the output (> out.png) or use -o FILE")
-    out = None if output in (None, STDIO) else output
-    if out is not None and len(files) > 1 and Path(out).exists() and not Path(out).is_dir():
-        raise UsageError(f"{out} is a file but there are {len(files)} inputs", hint="give a folder with -o")
     if to_stdout and (settings.compare or options.as_json):
         raise UsageError("--compare and --json need files, not standard output", hint="use -o FILE")
-    destinations = [] if to_stdout else [
-        (src, output_name_for(src, out=out, suffix=settings.suffix, many=len(files) > 1)) for src in files]
-    check_destinations(destinations)
-
     restorer = Restorer(settings, log=console.print)
-    if use_stdin or to_stdout or any(restorer.needs_model(dst) for _, dst in destinations):
-        restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
-        console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
-        _tip(console, restorer)
-        restorer.prepare()
-    # else every output exists already: each file fails at once below, without loading torch
-    records = []
-    failed = 0
-    if use_stdin:
-        data = sys.stdin.buffer.read()
-        dst = None if to_stdout else output_name_for(Path("stdin"), out=out, suffix="", many=False)
-        record, payload = restorer.restore_file(None, dst, data=data, display_name="<stdin>")
-        records.append(record)
-        if payload is not None:
-            sys.stdout.buffer.write(payload)
-            sys.stdout.buffer.flush()
+    restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
+    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+    _tip(console, restorer)
+    restorer.prepare()
+    if files:  # FILE -o -
+        record, payload = restorer.restore_file(files[0], None)
     else:
-        named = dict(destinations)
-        for src in files:
-            record, payload = restorer.restore_file(src, None if to_stdout else named[src])
-            records.append(record)
-            if payload is not None:
-                sys.stdout.buffer.write(payload)
-                sys.stdout.buffer.flush()
-            _report_one(console, record)
-    failed = sum(r.status == "failed" for r in records)
-    if use_stdin:
-        _report_one(console, records[0])
-    if report is not None and not to_stdout:
-        from elir_cli.atomicwrite import write_bytes_atomic
-
-        data = {"settings": restorer.describe(), "files": [r.to_json() for r in records]}
-        write_bytes_atomic(report, json.dumps(data, indent=2).encode() + b"\n", overwrite=True)
-    if options.as_json and not to_stdout:
-        typer.echo(json.dumps({"settings": restorer.describe(), "files": [r.to_json() for r in records]}, indent=2))
-    elif not to_stdout and not options.quiet:
-        for r in records:
-            if r.output:
-                typer.echo(r.output)
-    if failed:
-        raise typer.Exit(1)
-
-
-def _restore_with_videos(files: list[Path], videos: list[Path], output: Optional[str], options: opt.RestoreOptions,
-                         flags: "vid.VideoFlags", report: Optional[Path]) -> None:
-    """``elir restore`` when some inputs are videos: photos as usual, videos streamed."""
-    from elir_cli.atomicwrite import write_bytes_atomic
-    from elir_cli.errors import UsageError
-    from elir_cli.pipeline.files import check_destinations, output_name_for
-    from elir_cli.runner.restorer import Restorer
-    from elir_cli.runner.videos import unreadable, video_output
-
-    settings = options.settings
-    console = stderr_console(quiet=options.quiet)
-    many = len(files) > 1
-    if output is not None and many and Path(output).exists() and not Path(output).is_dir():
-        raise UsageError(f"{output} is a file but there are {len(files)} inputs", hint="give a folder with -o")
-    names = {src: output_name_for(src, out=output, suffix=settings.suffix, many=many) for src in files}
-    check_destinations([(src, name) for src, name in names.items() if src not in videos])
-    flags.check()  # option errors (and a missing PyAV) before loading anything
-    failed_early = {src: record for src in videos if (record := unreadable(src)) is not None}
-    restorer = Restorer(settings, log=console.print)
-    if len(failed_early) < len(files):
-        restorer.fetch_weights()
-        console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
-        _tip(console, restorer)
-        restorer.prepare()
-    records = []
-    show = not options.quiet and not options.as_json
-    for src in files:
-        if src in failed_early:
-            record = failed_early[src]
-            vid.report_video(console, record)
-        elif src in videos:
-            name = names[src]
-            record = vid.restore_one(src, video_output(src, name.path, name.exact), restorer, flags, console,
-                                     show=show)
-            vid.report_video(console, record)
-        else:
-            record, _ = restorer.restore_file(src, names[src])
-            _report_one(console, record)
-        records.append(record)
-    settings_json = restorer.describe() if len(failed_early) < len(files) else {"task": settings.task}
-    result = {"settings": {**settings_json, "video": flags.__dict__}, "files": [r.to_json() for r in records]}
-    if report is not None:
-        write_bytes_atomic(report, json.dumps(result, indent=2).encode() + b"\n", overwrite=True)
-    if options.as_json:
-        typer.echo(json.dumps(result, indent=2))
-    elif not options.quiet:
-        for r in records:
-            if r.output:
-                typer.echo(r.output)
-    if any(r.status == "failed" for r in records):
+        dst = None if to_stdout else output_name_for(Path("stdin"), out=output, suffix="", many=False)
+        record, payload = restorer.restore_file(None, dst, data=sys.stdin.buffer.read(), display_name="<stdin>")
+    if payload is not None:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+    _report_one(console, record)
+    if not to_stdout:
+        _write_results(restorer.describe(), [record], options, report)
+    if record.status == "failed":
         raise typer.Exit(1)
 
 

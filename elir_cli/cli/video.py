@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
@@ -39,18 +38,6 @@ class VideoFlags:
         from elir_cli.runner.videos import check_video_options
 
         check_video_options(self.options())
-
-
-def restore_one(src: Path, dst: Path, restorer: Any, flags: VideoFlags, console: Any, *, show: bool) -> Any:
-    """Restore one video with progress on stderr; an ElirError becomes a failed record."""
-    from elir_cli.runner.videos import restore_one as restore
-
-    try:
-        return restore(src, dst, restorer, flags.options(),
-                       on_progress=progress_printer(console, src.name) if show else None)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]Interrupted[/]: run the same command again to resume {src.name}.", force=True)
-        raise
 
 
 def progress_printer(console: Any, name: str) -> Callable[[int, "int | None", float], None]:

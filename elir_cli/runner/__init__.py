@@ -2,8 +2,10 @@
 
 :class:`~.restorer.Restorer` (``from elir_cli import Restorer``) is the public
 session object: it loads once and restores PIL images, arrays, paths, bytes
-and videos. :class:`~.folder.FolderJob` restores a folder tree of photos and
-videos, on this machine or on Ray, resumable, with a summary for reports;
+and videos. :class:`~.files.FilesJob` restores the photos and videos a user
+names (``elir restore``); :class:`~.folder.FolderJob` restores a folder tree
+of photos and videos, on this machine or on Ray, resumable, with a summary
+for reports;
 :mod:`.videos` decides by content which inputs are videos. The CLI's
 ``elir restore`` and ``elir batch`` are thin over this package.
 
@@ -15,11 +17,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .files import FilesJob, FilesResult
     from .folder import FolderJob, FolderResult
     from .restorer import Restorer
 
-_LAZY = {"Restorer": "restorer", "FolderJob": "folder", "FolderResult": "folder"}
-__all__ = ["FolderJob", "FolderResult", "Restorer"]
+_LAZY = {"Restorer": "restorer", "FilesJob": "files", "FilesResult": "files", "FolderJob": "folder",
+         "FolderResult": "folder"}
+__all__ = ["FilesJob", "FilesResult", "FolderJob", "FolderResult", "Restorer"]
 
 
 def __getattr__(name: str) -> Any:
