@@ -248,17 +248,17 @@ def prior_boxes(cfg: "RetinaFaceConfig", height: int, width: int) -> "torch.Tens
     return torch.cat(out).float()
 
 
-# decode_boxes and decode_landmarks: facexlib retinaface_utils.decode / decode_landm
-# (MIT, Copyright (c) 2020 Xintao Wang; licence text in elir_cli/faces/retinaface.py).
+# decode_boxes and decode_landmarks invert the anchor encoding these checkpoints were trained with
+# (SSD's, Liu et al. 2016, with RetinaFace's variances; facexlib's decode/decode_landm define it):
+# a centre moves by offset * variance[0] * anchor size, a size scales by exp(offset * variance[1]).
 def decode_boxes(loc: "torch.Tensor", priors: "torch.Tensor", variances: Sequence[float]) -> "torch.Tensor":
     """Box offsets (A,4) against anchors (A,4: cx, cy, w, h) to corners (A,4: x0, y0, x1, y1), normalised."""
     import torch
 
-    boxes = torch.cat((priors[:, :2] + loc[:, :2] * variances[0] * priors[:, 2:],
-                       priors[:, 2:] * torch.exp(loc[:, 2:] * variances[1])), 1)  # (A, 4) cx cy w h
-    boxes[:, :2] -= boxes[:, 2:] / 2
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes
+    centres = priors[:, :2] + loc[:, :2] * variances[0] * priors[:, 2:]  # (A, 2)
+    sizes = priors[:, 2:] * torch.exp(loc[:, 2:] * variances[1])  # (A, 2)
+    top_left = centres - sizes / 2
+    return torch.cat((top_left, top_left + sizes), dim=1)
 
 
 def decode_landmarks(pre: "torch.Tensor", priors: "torch.Tensor", variances: Sequence[float]) -> "torch.Tensor":

@@ -1,73 +1,30 @@
 """RetinaFace (Deng et al., CVPR 2020), the network only: backbone, FPN, SSH, heads.
 
-Our own copy, so that detection imports neither facexlib nor torchvision
-(torchvision 0.29 imports ``torch._dynamo`` when it is imported: 1.2-3 s of
-every face run's start-up). Attribute names equal the checkpoint keys of
-facexlib's ``RetinaFace`` (``body.stage1.0.0.weight``, ``fpn.output1.0.weight``,
-``ClassHead.0.conv1x1.weight``, ...), so its released ``.pth`` files load with
-``strict=True``; ``tests/test_retinaface_parity.py`` checks that this network
-gives facexlib's outputs on real photos.
+Written here, keyed to facexlib's released RetinaFace checkpoints, so that
+detection imports neither facexlib nor torchvision (torchvision 0.29 imports
+``torch._dynamo`` when it is imported: 1.2-3 s of every face run's
+start-up). facexlib stays the source of the network's definition and weights
+(the product detects and aligns "with facexlib"); what this file takes from
+it are facts, not code:
 
-Provenance:
+- the checkpoint keys, which fix the attribute names and the order of the
+  layers inside each ``nn.Sequential`` (``body.stage1.0.0.weight``,
+  ``fpn.output1.0.weight``, ``ssh1.conv5X5_1.1.running_mean``,
+  ``ClassHead.0.conv1x1.weight``, ``body.layer2.0.downsample.1.weight``, ...);
+- the architecture those keys describe: MobileNetV1 at width 0.25 (three
+  stages, depthwise-separable blocks, LeakyReLU 0.1) or ResNet-50 (v1.5
+  bottlenecks, the body torchvision's ``IntermediateLayerGetter`` returned:
+  layers 2-4), a three-level FPN with nearest upsampling, one SSH context
+  module per level (LeakyReLU 0.1 when the width is at most 64, else ReLU),
+  and 1x1 heads with two anchors per pixel;
+- the anchor configurations ``cfg_mnet`` / ``cfg_re50`` (facexlib 0.3.0,
+  ``facexlib/detection/__init__.py``; itself from biubug6/Pytorch_Retinaface).
 
-- The MobileNet-0.25 backbone, FPN, SSH and the three heads: facexlib 0.3.0
-  ``facexlib/detection/retinaface_net.py`` and ``retinaface.py``
-  (github.com/xinntao/facexlib, itself from biubug6/Pytorch_Retinaface),
-  MIT licence, reproduced below. Changed: the heads and the forward are
-  written without facexlib's per-image state, device and half handling;
-  the backbone keeps only the layers RetinaFace reads (what torchvision's
-  ``IntermediateLayerGetter`` kept).
-- The ResNet-50 backbone (``Bottleneck``, ``resnet50_body``): torchvision 0.29
-  ``torchvision/models/resnet.py``, BSD 3-Clause licence, reproduced below.
-  Changed: only the layers up to ``layer4`` (no pooling, no classifier), no
-  weight initialisation (the weights are always loaded), no options.
-
-facexlib, MIT License, Copyright (c) 2020 Xintao Wang:
-
-    Permission is hereby granted, free of charge, to any person obtaining a copy
-    of this software and associated documentation files (the "Software"), to deal
-    in the Software without restriction, including without limitation the rights
-    to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
-    copies of the Software, and to permit persons to whom the Software is
-    furnished to do so, subject to the following conditions:
-
-    The above copyright notice and this permission notice shall be included in all
-    copies or substantial portions of the Software.
-
-    THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
-    IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
-    FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
-    AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
-    LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
-    OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
-    SOFTWARE.
-
-torchvision, BSD 3-Clause License, Copyright (c) Soumith Chintala 2016, All rights reserved:
-
-    Redistribution and use in source and binary forms, with or without
-    modification, are permitted provided that the following conditions are met:
-
-    * Redistributions of source code must retain the above copyright notice, this
-      list of conditions and the following disclaimer.
-
-    * Redistributions in binary form must reproduce the above copyright notice,
-      this list of conditions and the following disclaimer in the documentation
-      and/or other materials provided with the distribution.
-
-    * Neither the name of the copyright holder nor the names of its
-      contributors may be used to endorse or promote products derived from
-      this software without specific prior written permission.
-
-    THIS SOFTWARE IS PROVIDED BY THE COPYRIGHT HOLDERS AND CONTRIBUTORS "AS IS"
-    AND ANY EXPRESS OR IMPLIED WARRANTIES, INCLUDING, BUT NOT LIMITED TO, THE
-    IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS FOR A PARTICULAR PURPOSE ARE
-    DISCLAIMED. IN NO EVENT SHALL THE COPYRIGHT HOLDER OR CONTRIBUTORS BE LIABLE
-    FOR ANY DIRECT, INDIRECT, INCIDENTAL, SPECIAL, EXEMPLARY, OR CONSEQUENTIAL
-    DAMAGES (INCLUDING, BUT NOT LIMITED TO, PROCUREMENT OF SUBSTITUTE GOODS OR
-    SERVICES; LOSS OF USE, DATA, OR PROFITS; OR BUSINESS INTERRUPTION) HOWEVER
-    CAUSED AND ON ANY THEORY OF LIABILITY, WHETHER IN CONTRACT, STRICT LIABILITY,
-    OR TORT (INCLUDING NEGLIGENCE OR OTHERWISE) ARISING IN ANY WAY OUT OF THE USE
-    OF THIS SOFTWARE, EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
+``tests/test_retinaface_parity.py`` holds it to that: the same keys and
+shapes as facexlib's ``RetinaFace`` for both backbones, the same outputs on
+real photos with the released MobileNet weights (and on random weights for
+ResNet-50), and the same detections as facexlib's decoding with
+torchvision's NMS.
 """
 
 from __future__ import annotations
@@ -99,75 +56,78 @@ CONFIGS = {
 N_ANCHORS = 2  # anchors per pixel per level (len of each min_sizes entry)
 
 
-# -- building blocks (facexlib retinaface_net.py) ------------------------------------
-def conv_bn(inp: int, oup: int, stride: int = 1, leaky: float = 0.0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inp, oup, 3, stride, 1, bias=False), nn.BatchNorm2d(oup),
-                         nn.LeakyReLU(negative_slope=leaky, inplace=True))
+# -- building blocks ----------------------------------------------------------------------
+def conv_norm(inp: int, out: int, kernel: int = 3, stride: int = 1, *, groups: int = 1,
+              slope: float | None = None) -> list[nn.Module]:
+    """A convolution ("same" padding, no bias), its BatchNorm, then LeakyReLU(``slope``) unless None.
+
+    Returned as a list, so a block can chain several into one ``nn.Sequential``
+    whose indices are the checkpoint's (conv 0, norm 1, activation 2, ...).
+    """
+    layers: list[nn.Module] = [nn.Conv2d(inp, out, kernel, stride, kernel // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(out)]
+    if slope is not None:
+        layers.append(nn.LeakyReLU(negative_slope=slope, inplace=True))
+    return layers
 
 
-def conv_bn_no_relu(inp: int, oup: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inp, oup, 3, stride, 1, bias=False), nn.BatchNorm2d(oup))
+MOBILENET_SLOPE = 0.1
 
 
-def conv_bn1x1(inp: int, oup: int, stride: int, leaky: float = 0.0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inp, oup, 1, stride, padding=0, bias=False), nn.BatchNorm2d(oup),
-                         nn.LeakyReLU(negative_slope=leaky, inplace=True))
+def separable(inp: int, out: int, stride: int) -> nn.Sequential:
+    """MobileNetV1's block: a depthwise 3x3 (carrying the stride), then a pointwise 1x1."""
+    return nn.Sequential(*conv_norm(inp, inp, 3, stride, groups=inp, slope=MOBILENET_SLOPE),
+                         *conv_norm(inp, out, 1, slope=MOBILENET_SLOPE))
 
 
-def conv_dw(inp: int, oup: int, stride: int, leaky: float = 0.1) -> nn.Sequential:
-    """Depthwise 3x3 then pointwise 1x1, each with BatchNorm and LeakyReLU."""
-    return nn.Sequential(
-        nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), nn.BatchNorm2d(inp),
-        nn.LeakyReLU(negative_slope=leaky, inplace=True),
-        nn.Conv2d(inp, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup),
-        nn.LeakyReLU(negative_slope=leaky, inplace=True),
-    )
+def context_slope(width: int) -> float:
+    """The FPN's and SSH's activation: LeakyReLU 0.1 for the narrow (MobileNet) network, ReLU otherwise."""
+    return 0.1 if width <= 64 else 0.0
 
 
 class SSH(nn.Module):
-    """Single-stage headless context module: 3x3, 5x5 and 7x7 receptive fields, concatenated."""
+    """The context module: three branches seeing 3x3, 5x5 and 7x7, concatenated, then ReLU.
+
+    The 5x5 and 7x7 branches share their first 3x3 (``conv5X5_1``); the
+    7x7 branch stacks two more. Branch widths: half, quarter, quarter.
+    """
 
     def __init__(self, in_channel: int, out_channel: int) -> None:
         super().__init__()
         if out_channel % 4:
             raise ValueError(f"out_channel must be a multiple of 4, got {out_channel}")
-        leaky = 0.1 if out_channel <= 64 else 0.0
-        self.conv3X3 = conv_bn_no_relu(in_channel, out_channel // 2, stride=1)
-        self.conv5X5_1 = conv_bn(in_channel, out_channel // 4, stride=1, leaky=leaky)
-        self.conv5X5_2 = conv_bn_no_relu(out_channel // 4, out_channel // 4, stride=1)
-        self.conv7X7_2 = conv_bn(out_channel // 4, out_channel // 4, stride=1, leaky=leaky)
-        self.conv7x7_3 = conv_bn_no_relu(out_channel // 4, out_channel // 4, stride=1)
+        half, quarter, slope = out_channel // 2, out_channel // 4, context_slope(out_channel)
+        # name: (in, out, activation); the names are the checkpoint's, capitals included
+        layers = {"conv3X3": (in_channel, half, None), "conv5X5_1": (in_channel, quarter, slope),
+                  "conv5X5_2": (quarter, quarter, None), "conv7X7_2": (quarter, quarter, slope),
+                  "conv7x7_3": (quarter, quarter, None)}
+        for name, (inp, out, act) in layers.items():
+            self.add_module(name, nn.Sequential(*conv_norm(inp, out, 3, slope=act)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv3x3 = self.conv3X3(x)
-        conv5x5_1 = self.conv5X5_1(x)
-        conv5x5 = self.conv5X5_2(conv5x5_1)
-        conv7x7 = self.conv7x7_3(self.conv7X7_2(conv5x5_1))
-        # (B, out/2 + out/4 + out/4, H, W)
-        return F.relu(torch.cat([conv3x3, conv5x5, conv7x7], dim=1))
+        shared = self.conv5X5_1(x)
+        branches = [self.conv3X3(x), self.conv5X5_2(shared), self.conv7x7_3(self.conv7X7_2(shared))]
+        return F.relu(torch.cat(branches, dim=1))  # (B, half + quarter + quarter, H, W)
 
 
 class FPN(nn.Module):
-    """Feature pyramid: 1x1 lateral convs, nearest upsampling top-down, 3x3 merges."""
+    """Feature pyramid over three levels: 1x1 laterals, then top-down, each finer level gets the
+    coarser one upsampled (nearest) added and a 3x3 merge."""
 
     def __init__(self, in_channels_list: list[int], out_channels: int) -> None:
         super().__init__()
-        leaky = 0.1 if out_channels <= 64 else 0.0
-        self.output1 = conv_bn1x1(in_channels_list[0], out_channels, stride=1, leaky=leaky)
-        self.output2 = conv_bn1x1(in_channels_list[1], out_channels, stride=1, leaky=leaky)
-        self.output3 = conv_bn1x1(in_channels_list[2], out_channels, stride=1, leaky=leaky)
-        self.merge1 = conv_bn(out_channels, out_channels, leaky=leaky)
-        self.merge2 = conv_bn(out_channels, out_channels, leaky=leaky)
+        slope = context_slope(out_channels)
+        for level, channels in enumerate(in_channels_list, start=1):
+            self.add_module(f"output{level}", nn.Sequential(*conv_norm(channels, out_channels, 1, slope=slope)))
+        for level in range(1, len(in_channels_list)):
+            self.add_module(f"merge{level}", nn.Sequential(*conv_norm(out_channels, out_channels, 3, slope=slope)))
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        output1 = self.output1(features[0])
-        output2 = self.output2(features[1])
-        output3 = self.output3(features[2])
-        up3 = F.interpolate(output3, size=[output2.size(2), output2.size(3)], mode="nearest")
-        output2 = self.merge2(output2 + up3)
-        up2 = F.interpolate(output2, size=[output1.size(2), output1.size(3)], mode="nearest")
-        output1 = self.merge1(output1 + up2)
-        return [output1, output2, output3]
+        levels = [getattr(self, f"output{i}")(f) for i, f in enumerate(features, start=1)]
+        for i in reversed(range(len(levels) - 1)):  # from the second-coarsest level down to the finest
+            coarser = F.interpolate(levels[i + 1], size=list(levels[i].shape[-2:]), mode="nearest")
+            levels[i] = getattr(self, f"merge{i + 1}")(levels[i] + coarser)
+        return levels
 
 
 class Head(nn.Module):
@@ -206,63 +166,66 @@ class Backbone(nn.ModuleDict):
         return out
 
 
+# MobileNetV1 at width 0.25, as (in, out, stride) per separable block, after a plain 3x3 stem.
+MOBILENET_STAGES = (
+    ((8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1)),
+    ((64, 128, 2),) + ((128, 128, 1),) * 5,
+    ((128, 256, 2), (256, 256, 1)),
+)
+
+
 def mobilenet_body() -> Backbone:
-    """MobileNetV1 at width 0.25 (facexlib's ``MobileNetV1`` without its unused classifier)."""
-    stage1 = nn.Sequential(conv_bn(3, 8, 2, leaky=0.1), conv_dw(8, 16, 1), conv_dw(16, 32, 2),
-                           conv_dw(32, 32, 1), conv_dw(32, 64, 2), conv_dw(64, 64, 1))
-    stage2 = nn.Sequential(conv_dw(64, 128, 2), *(conv_dw(128, 128, 1) for _ in range(5)))
-    stage3 = nn.Sequential(conv_dw(128, 256, 2), conv_dw(256, 256, 1))
-    return Backbone({"stage1": stage1, "stage2": stage2, "stage3": stage3}, ("stage1", "stage2", "stage3"))
+    """MobileNetV1 at width 0.25, its three stages (no classifier); RetinaFace reads each stage."""
+    stem = nn.Sequential(*conv_norm(3, 8, 3, 2, slope=MOBILENET_SLOPE))
+    stages = [[stem] if i == 0 else [] for i in range(len(MOBILENET_STAGES))]
+    for stage, rows in zip(stages, MOBILENET_STAGES):
+        stage.extend(separable(inp, out, stride) for inp, out, stride in rows)
+    names = tuple(f"stage{i}" for i in range(1, len(stages) + 1))
+    return Backbone({name: nn.Sequential(*stage) for name, stage in zip(names, stages)}, names)
 
 
 class Bottleneck(nn.Module):
-    """torchvision's ResNet V1.5 bottleneck (stride on the 3x3 conv)."""
+    """ResNet-50's bottleneck, v1.5 (the stride is on the 3x3): 1x1 to ``width``, 3x3, 1x1 to 4x ``width``,
+    added to the shortcut (a strided 1x1 projection where the shape changes), then ReLU."""
 
-    expansion = 4
+    EXPANSION = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(self, inp: int, width: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, stride=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, stride=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        out = width * self.EXPANSION
+        # each conv registered just before its norm (fuse_batchnorm folds such pairs)
+        for i, (a, b, kernel, step) in enumerate(((inp, width, 1, 1), (width, width, 3, stride), (width, out, 1, 1)),
+                                                 start=1):
+            self.add_module(f"conv{i}", nn.Conv2d(a, b, kernel, step, kernel // 2, bias=False))
+            self.add_module(f"bn{i}", nn.BatchNorm2d(b))
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        self.downsample = (nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                           if stride != 1 or inp != out else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += identity
-        return self.relu(out)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        return self.relu(self.bn3(self.conv3(y)) + shortcut)
 
 
-def _resnet_layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    downsample = None
-    if stride != 1 or inplanes != planes * Bottleneck.expansion:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False),
-            nn.BatchNorm2d(planes * Bottleneck.expansion))
-    layers = [Bottleneck(inplanes, planes, stride, downsample)]
-    layers += [Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
+# ResNet-50 after its stem, as (width, blocks, stride) per layer.
+RESNET50_LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 
 
 def resnet50_body() -> Backbone:
-    """torchvision's ``resnet50()`` up to ``layer4``; RetinaFace reads layers 2, 3 and 4."""
+    """ResNet-50 up to ``layer4`` (no pooling, no classifier); RetinaFace reads layers 2, 3 and 4."""
     layers: dict[str, nn.Module] = {
         "conv1": nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False),
         "bn1": nn.BatchNorm2d(64),
         "relu": nn.ReLU(inplace=True),
         "maxpool": nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        "layer1": _resnet_layer(64, 64, 3, stride=1),
-        "layer2": _resnet_layer(256, 128, 4, stride=2),
-        "layer3": _resnet_layer(512, 256, 6, stride=2),
-        "layer4": _resnet_layer(1024, 512, 3, stride=2),
     }
+    inp = 64
+    for i, (width, blocks, stride) in enumerate(RESNET50_LAYERS, start=1):
+        first = Bottleneck(inp, width, stride)
+        inp = width * Bottleneck.EXPANSION
+        layers[f"layer{i}"] = nn.Sequential(first, *(Bottleneck(inp, width) for _ in range(blocks - 1)))
     return Backbone(layers, ("layer2", "layer3", "layer4"))
 
 
@@ -273,7 +236,7 @@ def fuse_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every BatchNorm2d into the Conv2d just before it, for inference (in place; returns ``module``).
 
     In every block of this file a BatchNorm2d is registered right after the
-    convolution whose output it normalises (``conv_bn``, ``Bottleneck``'s
+    convolution whose output it normalises (``conv_norm``, ``Bottleneck``'s
     conv1/bn1..., the ResNet stem), so a (Conv2d, BatchNorm2d) pair of
     consecutive children is one conv followed by its norm: the pair becomes
     the folded conv and an identity. Outputs equal the unfused network's up to
