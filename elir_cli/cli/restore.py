@@ -64,10 +64,8 @@ def restore(
     show = not options.quiet and not options.as_json
 
     def starting(restorer: Any, loads: bool) -> None:
-        if loads:
-            console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
-            _tip(console, restorer)
-        # else every output exists already: each file fails at once, without loading torch
+        if loads:  # else every output exists already: each file fails at once, without loading torch
+            _running_on(console, restorer)
 
     def done(record: Any) -> None:
         (_report_one if isinstance(record, PhotoRecord) else vid.report_video)(console, record)
@@ -121,10 +119,7 @@ def _restore_through_pipes(files: list[Path], output: Optional[str], options: op
     if to_stdout and (settings.compare or options.as_json):
         raise UsageError("--compare and --json need files, not standard output", hint="use -o FILE")
     restorer = Restorer(settings, log=console.print)
-    restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
-    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
-    _tip(console, restorer)
-    restorer.prepare()
+    restorer.start(True, announce=lambda restorer, loads: _running_on(console, restorer))
     if files:  # FILE -o -
         record, payload = restorer.restore_file(files[0], None)
     else:
@@ -138,6 +133,11 @@ def _restore_through_pipes(files: list[Path], output: Optional[str], options: op
         _write_results(restorer.describe(), [record], options, report)
     if record.status == "failed":
         raise typer.Exit(1)
+
+
+def _running_on(console: Any, restorer: Any) -> None:
+    console.print(f"[dim]Running on {restorer.runtime.describe()}[/]")
+    _tip(console, restorer)
 
 
 def _tip(console: Any, restorer: Any) -> None:

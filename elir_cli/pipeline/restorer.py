@@ -125,6 +125,16 @@ class PhotoRestorer:
             _ = self.detector
         return self
 
+    def start(self, loads: bool, *, announce: "Callable[[PhotoRestorer, bool], None] | None" = None) -> None:
+        """Begin a run: with ``loads``, find the weights (before torch is imported: unavailable
+        weights fail at once), ``announce(self, loads)``, then load the models; without, only announce."""
+        if loads:
+            self.fetch_weights()
+        if announce is not None:
+            announce(self, loads)
+        if loads:
+            self.prepare()
+
     @property
     def detects(self) -> bool:
         """Whether restoring a photo detects faces (a face task, not aligned, not tiled whole)."""

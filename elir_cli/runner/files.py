@@ -88,13 +88,7 @@ class FilesJob:
         the first input (``loads`` False: nothing is loaded, torch included).
         """
         restorer = PhotoRestorer(self.settings, log=log)
-        loads = self.needs_model(restorer)
-        if loads:
-            restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
-        if on_start is not None:
-            on_start(restorer, loads)
-        if loads:
-            restorer.prepare()
+        restorer.start(self.needs_model(restorer), announce=on_start)
         records = []
         for src in self.inputs:
             self.current = src

@@ -141,12 +141,7 @@ class FolderJob:
                       on_done: Callable[[Any], None] | None, progress_for: Callable[[Path], Progress | None] | None,
                       on_start: Callable[[PhotoRestorer, bool], None] | None = None) -> BatchSummary:
         """``items`` on this machine, photos and videos; the models are loaded first when ``loads``."""
-        if loads:
-            restorer.fetch_weights()  # before importing torch: unavailable weights fail at once
-        if on_start is not None:
-            on_start(restorer, loads)
-        if loads:
-            restorer.prepare()
+        restorer.start(loads, announce=on_start)
         hook = video_items(restorer, self.video_options(), progress_for=progress_for)
         return run_batch(restorer, items, on_done=on_done, restore_item=hook)
 
