@@ -9,6 +9,8 @@
 - ``tiny``, ``goldens``, ``reference_elir``: tiny random ELIRs, the authors' golden
   checkpoints rebuilt from ``tests/data/elir-format``, an independent functional forward.
 - ``facephotos``, ``videoclips``: photos and collages with known faces; short clips made with ffmpeg.
+- ``spandrel_zoo``: a small state dict of every architecture spandrel detects (needs spandrel,
+  the ``bench`` extra), for detection tests.
 - ``torch_threads``: an autouse fixture (one torch thread) for the video modules.
 - ``video_worker``: a video restore in a process of its own (``python -m tests.helpers.video_worker``).
 - ``waiting``: ``wait_until`` and ``read_line``, to wait on a condition or a process's output
