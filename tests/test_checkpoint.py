@@ -163,3 +163,27 @@ def test_the_same_weights_give_the_same_bytes(tmp_path: Path) -> None:
     header = json.loads(files[0][8:8 + length])
     assert list(header["__metadata__"]) == sorted(header["__metadata__"])
     assert read_checkpoint(tmp_path / "w0.safetensors").task == "denoising"  # still a valid file
+
+
+def test_the_header_tensor_keeps_the_task_where_only_tensors_travel(tmp_path: Path) -> None:
+    """A file re-saved by a tool that keeps only tensors (no metadata) still says its task and config."""
+    from safetensors.torch import load_file, save_file
+
+    from elir_cli.model.checkpoint import HEADER_KEY
+
+    config = TINY
+    path = save_safetensors(tmp_path / "m.safetensors", tiny_model().state_dict(), config, task="sr")
+    tensors = load_file(str(path))
+    assert tensors[HEADER_KEY].dtype == torch.uint8
+    bare = tmp_path / "bare.safetensors"
+    save_file(tensors, str(bare))  # no metadata at all
+    ckpt = read_checkpoint(bare)
+    assert ckpt.task == "sr" and ckpt.config == config and HEADER_KEY not in ckpt.state_dict
+    pth = tmp_path / "saved.pth"
+    torch.save(tensors, pth)  # a plain torch.save of the same state dict
+    ckpt = read_checkpoint(pth)
+    assert ckpt.task == "sr" and ckpt.config == config and HEADER_KEY not in ckpt.state_dict
+    tensors[HEADER_KEY] = torch.tensor(list(b'{"format": "elir-cli"'), dtype=torch.uint8)  # cut short
+    torch.save(tensors, pth)
+    with pytest.raises(CheckpointError, match="damaged elir-cli header"):
+        read_checkpoint(pth)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from elir_cli.registry import hub, inventory, store
 from elir_cli.registry.loading import load_float32_model
+from elir_cli.model.checkpoint import split_header
 from elir_cli.errors import (
     CacheError,
     ChecksumMismatchError,
@@ -175,9 +176,10 @@ def test_hub_miss_falls_back_to_release_and_converts_once(miss: str, hub_server:
     path = hub.ensure_task_weights("sr")
     assert path == store.store_task_path("sr", "elir_sr.safetensors")
     original = torch.load(write_file(tmp_path / "original.pth", pth), weights_only=True)
-    converted = load_file(str(path))
+    converted, header = split_header(load_file(str(path)))
     assert converted.keys() == original.keys()
     assert all(torch.equal(converted[k], original[k]) for k in original)
+    assert header is not None and header["task"] == "sr"  # the task travels with the tensors too
     record = store.read_record("tasks", "sr")
     assert record is not None and record.source == "release" and record.origin_sha256 == sha256(pth)
     assert not list(store.downloads_dir().iterdir())  # the .pth is not kept

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers.cli_helpers import assert_one_line_error, run_elir
+from elir_cli.model.checkpoint import split_header
 from elir_cli.errors import (
     CheckpointError,
     DownloadError,
@@ -111,7 +112,8 @@ def check_downloads(entries: dict, repo: str) -> None:
         record = store.read_record("tasks", task)
         assert record is not None and record.source == "hub" and record.verified_against_manifest
         original = torch.load(io.BytesIO(authors_pth(task)), weights_only=True)
-        converted = load_file(str(path))
+        converted, header = split_header(load_file(str(path)))
+        assert header is not None and header["task"] == task
         assert converted.keys() == original.keys()
         assert all(torch.equal(converted[k], original[k]) and converted[k].dtype == original[k].dtype
                    for k in original)

@@ -16,7 +16,7 @@ import typer
 from elir_cli._version import __version__
 from elir_cli.errors import ElirError
 from elir_cli.model.runtime import request_huge_pages
-from . import models
+from . import comfyui, models
 from .typer_app import ElirTyper
 
 app = ElirTyper(
@@ -31,6 +31,7 @@ app = ElirTyper(
 DEBUG_ENV = "ELIR_DEBUG"
 
 app.add_typer(models.app, name="models")
+app.add_typer(comfyui.app, name="comfyui")
 
 
 def _version_callback(value: bool) -> None:

@@ -190,7 +190,7 @@ def export_task(task: str, output: str | os.PathLike[str], *, weights: str | Non
                 log: Callable[[str], None] | None = None) -> ExportResult:
     """Export a task's model (its registry weights, or ``weights``) in ``fmt``."""
     if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r}", hint=f"choose one of: {', '.join(FORMATS)}")
+        raise UsageError(f"unknown export format {fmt!r}", hint=f"choose one of: {', '.join(FORMATS)}, safetensors")
     _require_onnx()  # before loading anything
     path = Path(output)
     check_destination(path, overwrite=overwrite, source_path=None)

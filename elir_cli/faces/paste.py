@@ -98,6 +98,28 @@ def warp_face(crop: np.ndarray, to_output: np.ndarray, box: Box) -> tuple[np.nda
     return face, np.clip(mask, 0.0, 1.0, out=mask)
 
 
+def pasted_mask(matrices: "list[np.ndarray]", crop_size: int, upscale: float, out_hw: tuple[int, int]) -> np.ndarray:
+    """Where restored faces were pasted: HxW float32 in [0,1], each pixel's share of restored face.
+
+    ``matrices``: each face's photo -> crop transform (``Face.matrix``), for
+    crops of ``crop_size`` pasted into an output of ``out_hw`` at ``upscale``.
+    The value is ``1 - prod(1 - mask_i)``, the weight the paste gave the faces
+    over the background (soft at the edges, as the paste blends).
+    """
+    keep = np.ones(out_hw, np.float32)
+    for matrix in matrices:
+        to_output = crop_to_output(matrix, upscale)
+        box = paste_box(to_output, crop_size, out_hw)
+        if box is None:
+            continue
+        local = to_output.copy()
+        local[:, 2] -= (box[0], box[1])
+        size = (box[2] - box[0], box[3] - box[1])
+        mask = warp_affine(soft_mask(crop_size), local, size, border="zero", interpolation="linear")
+        keep[box[1]:box[3], box[0]:box[2]] *= 1.0 - np.clip(mask.reshape(size[1], size[0]), 0.0, 1.0)
+    return 1.0 - keep
+
+
 def boxes_overlap(boxes: list[Box | None]) -> bool:
     """Whether any two of the boxes share a pixel."""
     real = [b for b in boxes if b is not None]

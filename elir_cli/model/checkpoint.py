@@ -2,7 +2,9 @@
 
 Three formats are read, recognised by their content (never by file name):
 
-- our ``.safetensors``: a flat state dict, the model config in its metadata;
+- our ``.safetensors``: a flat state dict, the model config in its metadata,
+  and the same facts once more as a small uint8 tensor (:data:`HEADER_KEY`)
+  for loaders that keep only the tensors of a file (spandrel, ComfyUI);
 - the authors' released ``.pth``: a flat state dict pickled by torch; read with
   ``torch.load(weights_only=True)`` only, so a pickle that holds code is refused
   and never runs;
@@ -48,6 +50,10 @@ ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTO = 0x80
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 SAFETENSORS_LENGTH_BYTES = 8  # a safetensors file opens with its header's length, u64 little-endian
+# The file's format, task and config as UTF-8 JSON in a uint8 tensor: the metadata's facts
+# where only tensors travel (spandrel's and ComfyUI's loaders drop safetensors metadata).
+# It is not a weight: every reader here takes it out of the state dict.
+HEADER_KEY = "elir_cli.header"
 COLLAPSE_KEY = re.compile(r"^(?P<stem>.*\.block\.)(?P<idx>\d+)\.weight$")
 
 Format = Literal["safetensors", "pth", "ckpt"]
@@ -98,13 +104,67 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     obj = _torch_load_safely(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    if CKPT_GROUPS.keys() <= obj.keys():
-        state = {}
-        for group, prefix in CKPT_GROUPS.items():
-            sub = _only_tensors(obj[group], f"{path}:{group}")
-            state.update({prefix + k: v for k, v in collapse_overparametrized(sub).items()})
-        return Checkpoint(state_dict=state, format="ckpt")
-    return Checkpoint(state_dict=_only_tensors(obj, str(path)), format="pth")
+    if is_training_checkpoint(obj):
+        return Checkpoint(state_dict=from_training_groups(obj, str(path)), format="ckpt")
+    state, header = split_header(_only_tensors(obj, str(path)))
+    config, task = _header_facts(header, str(path))
+    return Checkpoint(state_dict=state, format="pth", config=config, task=task)
+
+
+def is_training_checkpoint(obj: object) -> bool:
+    """Whether ``obj`` is the authors' training format: the four state dicts of :data:`CKPT_GROUPS`."""
+    return isinstance(obj, dict) and CKPT_GROUPS.keys() <= obj.keys() \
+        and all(isinstance(obj[group], dict) for group in CKPT_GROUPS)
+
+
+def from_training_groups(obj: dict, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The released-format state dict of a training checkpoint: prefixed, convs collapsed."""
+    state: dict[str, torch.Tensor] = {}
+    for group, prefix in CKPT_GROUPS.items():
+        sub = _only_tensors(obj[group], f"{where}:{group}")
+        state.update({prefix + k: v for k, v in collapse_overparametrized(sub).items()})
+    return state
+
+
+def split_header(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """``state`` without our header tensor, and the header's JSON (None where there is none).
+
+    A header that cannot be read is returned as ``{}``: the caller says the file is damaged.
+    """
+    if HEADER_KEY not in state:
+        return state, None
+    weights = {k: v for k, v in state.items() if k != HEADER_KEY}
+    tensor = state[HEADER_KEY]
+    try:
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8 or tensor.ndim != 1:
+            raise ValueError("not a 1-D uint8 tensor")
+        header = json.loads(bytes(tensor.cpu().tolist()).decode("utf-8"))
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise ValueError("not an elir-cli header")
+    except (ValueError, UnicodeDecodeError):
+        return weights, {}
+    return weights, header
+
+
+def header_tensor(config: ModelConfig, task: str | None) -> torch.Tensor:
+    """The header tensor of a file holding ``config`` (and ``task``)."""
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config.to_dict()}
+    if task:
+        header["task"] = task
+    data = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return torch.tensor(list(data), dtype=torch.uint8)
+
+
+def _header_facts(header: dict | None, where: str) -> tuple[ModelConfig | None, str | None]:
+    """The config and task a header records (None, None without one)."""
+    if header is None:
+        return None, None
+    try:
+        config = ModelConfig.from_dict(header["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{where} has a damaged elir-cli header tensor ({HEADER_KEY}): {exc}") from None
+    task = header.get("task")
+    return config, task if isinstance(task, str) and task else None
 
 
 def _read_safetensors(path: Path) -> Checkpoint:
@@ -116,14 +176,16 @@ def _read_safetensors(path: Path) -> Checkpoint:
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
-    config = None
+    state, header = split_header(state)
+    config, task = None, metadata.get("task") or None
     if metadata.get("format") == FORMAT_NAME:
         try:
             config = ModelConfig.from_dict(json.loads(metadata["config"]))
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path} has a damaged elir-cli config in its metadata: {exc}") from None
-    return Checkpoint(state_dict=state, format="safetensors", config=config,
-                      task=metadata.get("task") or None, metadata=metadata)
+    else:  # a file whose metadata was dropped on the way (re-saved by a tool that keeps only tensors)
+        config, task = _header_facts(header, str(path))
+    return Checkpoint(state_dict=state, format="safetensors", config=config, task=task, metadata=metadata)
 
 
 def _torch_load_safely(path: Path) -> object:
@@ -268,7 +330,7 @@ def build_model(ckpt: Checkpoint, config: ModelConfig | None = None, *, task: st
 def save_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor],
                      config: ModelConfig, task: str | None = None,
                      extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write our format atomically: tensors + config (and task) in the metadata."""
+    """Write our format atomically: tensors + config (and task) in the metadata and the header tensor."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -277,7 +339,8 @@ def save_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor
     if task:
         metadata["task"] = task
     metadata.update(extra_metadata or {})
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k != HEADER_KEY}
+    tensors[HEADER_KEY] = header_tensor(config, task)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -290,6 +290,8 @@ def model_card(manifest: TaskManifest, files: tuple[PublishedFile, ...]) -> str:
     """``README.md`` for the repo: front matter, the task table, the files and their sha256, the paper."""
     from huggingface_hub import ModelCardData
 
+    from elir_cli.model.checkpoint import HEADER_KEY
+
     licences = {t.licence for t in manifest.tasks.values()}
     licence = licences.pop().lower() if len(licences) == 1 else "other"
     front = ModelCardData(license=licence, library_name=LIBRARY_NAME, pipeline_tag="image-to-image",
@@ -301,8 +303,9 @@ def model_card(manifest: TaskManifest, files: tuple[PublishedFile, ...]) -> str:
         f"The released models of *{PAPER_TITLE}* ({PAPER_AUTHORS}; BMVC 2025, "
         f"[arXiv:{PAPER_ARXIV}](https://arxiv.org/abs/{PAPER_ARXIV})), converted from the authors' "
         f"release `.pth` files ({AUTHORS_CODE}) to `.safetensors` by elir-cli {__version__}. "
-        "The tensors are the authors', unchanged (names, shapes, dtypes and values); each file "
-        "records its task and settings (K, sigma_s, architecture) in its metadata.", "",
+        "The weights are the authors', unchanged (names, shapes, dtypes and values); each file "
+        "records its task and settings (K, sigma_s, architecture) in its metadata, and once more in one "
+        f"small uint8 tensor, `{HEADER_KEY}`, for loaders that keep only tensors (spandrel, ComfyUI).", "",
         "## Tasks", "",
         "| task | title | restores | input | scale | K | sigma_s | parameters | file |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
