@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -187,3 +188,14 @@ def test_the_header_tensor_keeps_the_task_where_only_tensors_travel(tmp_path: Pa
     torch.save(tensors, pth)
     with pytest.raises(CheckpointError, match="damaged elir-cli header"):
         read_checkpoint(pth)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+def test_saved_weights_get_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    """Readable by whoever may read new files here (the umask), not 0600 like a temporary file."""
+    umask = os.umask(0o022)
+    try:
+        path = save_safetensors(tmp_path / "m.safetensors", tiny_model().state_dict(), TINY, task="sr")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

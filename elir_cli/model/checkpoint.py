@@ -23,13 +23,14 @@ import json
 import os
 import pickle
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from elir_cli.atomicwrite import NEW_FILE_MODE, TEMP_TOKEN_BYTES
 from elir_cli.errors import CheckpointError, StateDictMismatchError, UnsafeCheckpointError, UsageError
 from .config import ModelConfig
 from .placement import aligned
@@ -342,10 +343,14 @@ def save_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k != HEADER_KEY}
     tensors[HEADER_KEY] = header_tensor(config, task)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # A temporary name of our own, created with the mode any new file gets (the umask applies:
+    # mkstemp's 0600 would leave a model unreadable by the others who share a ComfyUI or a cache).
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE))
+    mode = os.stat(tmp).st_mode & 0o777  # the safetensors writer replaces the file with a 0600 one
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, mode)
         _sort_safetensors_metadata(tmp)
         os.replace(tmp, path)
     except BaseException:
