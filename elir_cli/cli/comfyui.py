@@ -42,8 +42,10 @@ def install(
         console.print(f"Weights files (.safetensors, .pth, .ckpt) go in {done.models}; ELIR Load Model lists them.")
     if done.same_python:
         console.print("elir-cli is installed in ComfyUI's Python: restart ComfyUI to load the nodes.")
-    else:
-        python = str(done.python) if done.python else "the Python that runs ComfyUI"
+    elif done.python is not None:
         console.print(f"ComfyUI imports elir-cli from its own Python; if it is not there yet, run:\n"
-                      f"  {python} -m pip install elir-cli\nthen restart ComfyUI.")
+                      f"  {done.python} -m pip install elir-cli\nthen restart ComfyUI.")
+    else:
+        console.print("ComfyUI imports elir-cli from its own Python; if it is not there yet, install it with "
+                      "that Python (python -m pip install elir-cli), then restart ComfyUI.")
     typer.echo(str(done.pack))
