@@ -125,6 +125,17 @@ def mask_arrays(mask: "torch.Tensor", count: int, size: tuple[int, int]) -> list
     return frames * count if len(frames) == 1 else frames
 
 
+def over_batch(frames: list["np.ndarray"], restore: Callable[[int, "np.ndarray"], Any]) -> list[Any]:
+    """``restore(i, frame)`` for each frame, with ComfyUI's progress bar and Cancel between frames."""
+    progress = host.Progress(len(frames))
+    done = []
+    for i, rgb in enumerate(frames):
+        host.check_interrupted()
+        done.append(restore(i, rgb))
+        progress.step()
+    return done
+
+
 def stack(arrays: list["np.ndarray"]) -> "torch.Tensor":
     import numpy as np
     import torch
@@ -210,17 +221,13 @@ class ElirRestoreFaces:
         options = {**sampling(fidelity, seed, steps), "only_center_face": bool(only_center_face),
                    "max_faces": int(max_faces) or None, "face_indices": faces.strip() or None,
                    "min_face_size": float(min_face_size)}
-        restored, masks = [], []
-        frames = image_arrays(image)
-        progress = host.Progress(len(frames))
-        for rgb in frames:
-            host.check_interrupted()
+        def restore_one(_: int, rgb: "np.ndarray") -> tuple["np.ndarray", "np.ndarray"]:
             result = elir_model.restore(rgb, **options)
-            restored.append(result.array)
-            masks.append(pasted_mask([f.matrix for f in result.faces], size, result.upscale,
-                                     result.array.shape[:2]))
-            progress.step()
-        return stack(restored), stack(masks)
+            return result.array, pasted_mask([f.matrix for f in result.faces], size, result.upscale,
+                                             result.array.shape[:2])
+
+        restored, masks = zip(*over_batch(image_arrays(image), restore_one))
+        return stack(list(restored)), stack(list(masks))
 
 
 class ElirRestoreImage:
@@ -250,14 +257,7 @@ class ElirRestoreImage:
         options = {**sampling(fidelity, seed, steps), "upscale": int(upscale) or None}
         if get_task(task).kind == "face":
             options["whole_image"] = True
-        restored = []
-        frames = image_arrays(image)
-        progress = host.Progress(len(frames))
-        for rgb in frames:
-            host.check_interrupted()
-            restored.append(elir_model.restore(rgb, **options).array)
-            progress.step()
-        return (stack(restored),)
+        return (stack(over_batch(image_arrays(image), lambda _, rgb: elir_model.restore(rgb, **options).array)),)
 
 
 class ElirInpaintFace:
@@ -288,13 +288,7 @@ class ElirInpaintFace:
         frames = image_arrays(image)
         masks = mask_arrays(mask, len(frames), frames[0].shape[:2])
         options = {**sampling(fidelity, seed, steps), "aligned": bool(aligned)}
-        restored = []
-        progress = host.Progress(len(frames))
-        for rgb, missing in zip(frames, masks):
-            host.check_interrupted()
-            restored.append(elir_model.restore(rgb, mask=missing, **options).array)
-            progress.step()
-        return (stack(restored),)
+        return (stack(over_batch(frames, lambda i, rgb: elir_model.restore(rgb, mask=masks[i], **options).array)),)
 
 
 NODE_CLASS_MAPPINGS = {
