@@ -508,7 +508,7 @@ def test_identity_angle_with_arcface_weights_in_the_released_layout(tmp_path: Pa
     import torch
 
     from elir_cli.errors import StateDictMismatchError
-    from elir_cli.evaluation.identity import IdentityMetric, build_arcface
+    from elir_cli.faces.identity import IdentityMetric, build_arcface
 
     torch.manual_seed(0)
     net = build_arcface()

@@ -85,7 +85,7 @@ class Evaluator:
         self.metrics = MetricSet(self.names, s.task, self.device, factory=metric_factory)
         self.identity = None
         if "ids" in self.names:
-            from .identity import IdentityMetric
+            from elir_cli.faces.identity import IdentityMetric
 
             self.identity = IdentityMetric(Path(s.identity_weights), self.device)  # type: ignore[arg-type]
         self._restorer = restorer

@@ -85,17 +85,6 @@ def resize_bicubic_uint8(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC))
 
 
-def resize_bicubic_float(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PIL bicubic resize of float RGB (each channel as a 32-bit float image, no 8-bit rounding)."""
-    from PIL import Image
-
-    if (rgb.shape[1], rgb.shape[0]) == tuple(size):
-        return rgb.astype(np.float32)
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32))
-                           .resize(size, Image.Resampling.BICUBIC)) for c in range(3)]
-    return np.stack(channels, axis=2).astype(np.float32)
-
-
 def gt_like(gt: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The ground truth (uint8) as float at the restored image's size (PIL bicubic, as ``elir degrade`` resizes)."""
     return to_float(resize_bicubic_uint8(gt, (shape[1], shape[0])))

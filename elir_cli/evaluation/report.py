@@ -18,8 +18,9 @@ import numpy as np
 
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.images.read import to_uint8
+from elir_cli.images.resize import resize_bicubic_float
 
-from .images import encode_png, read_float, resize_bicubic_float
+from .images import encode_png, read_float
 from .metrics import METRICS
 
 if TYPE_CHECKING:

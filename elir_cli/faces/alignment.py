@@ -161,11 +161,14 @@ def sr_input(crop: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)
 
 
+def crop_missing(mask: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The photo's mask (True where pixels are missing) on the aligned ``size`` crop, boolean SxS."""
+    warped = warp_affine(mask.astype(np.float32), matrix, (size, size), interpolation="linear")
+    return warped.reshape(size, size) >= 0.5
+
+
 def masked_input(crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """The inpainting model's input: pixels the user masked (photo mask True) set to 0."""
-    size = crop.shape[0]
-    warped = warp_affine(mask.astype(np.float32), matrix, (size, size), interpolation="linear")
-    missing = warped.reshape(size, size) >= 0.5
     out = crop.copy()
-    out[missing] = 0.0
+    out[crop_missing(mask, matrix, crop.shape[0])] = 0.0
     return out

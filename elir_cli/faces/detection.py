@@ -60,6 +60,14 @@ class Face:
     score: float
     landmarks: np.ndarray
     matrix: np.ndarray | None = field(default=None)
+    # Once restored (elir_cli.pipeline.faithfulness): agreement with the input crop (dB), colour
+    # difference (mean CIEDE2000), the fidelity used, ArcFace similarity where measured, and what
+    # the guard did (None, "lowered", "failed").
+    faithfulness_db: float | None = None
+    delta_e: float | None = None
+    fidelity: float | None = None
+    identity: float | None = None
+    guard: str | None = None
 
     @property
     def eye_distance(self) -> float:
@@ -83,6 +91,9 @@ class Face:
             "score": round(self.score, 4),
             "landmarks": np.round(self.landmarks, 2).tolist(),
             "matrix": None if self.matrix is None else np.round(self.matrix, 6).tolist(),
+            **({} if self.faithfulness_db is None else {
+                "faithfulness_db": self.faithfulness_db, "delta_e": self.delta_e, "fidelity": self.fidelity,
+                "identity": self.identity, "guard": self.guard}),
         }
 
 

@@ -66,6 +66,7 @@ class PhotoRestorer:
         self._bg_model: ElirModel | None = None
         self._plug_in, self._bg_plug_in = restorer, bg_restorer
         self._detector = detector
+        self._identity: Any = None
         self.weights_path: Path | None = None
         self._weights_sha256: str | None = None
         self._files: dict[str, Path] = dict(weights_files or {})  # weights source -> local file
@@ -123,6 +124,7 @@ class PhotoRestorer:
             _ = self.bg_model
         if self.detects:
             _ = self.detector
+        _ = self.identity  # a missing identity model fails here, before any photo
         return self
 
     def start(self, loads: bool, *, announce: "Callable[[PhotoRestorer, bool], None] | None" = None) -> None:
@@ -202,7 +204,7 @@ class PhotoRestorer:
         other = type(self)(settings, log=self._log, restorer=self._plug_in, bg_restorer=self._bg_plug_in,
                            detector=self._detector)
         other.__dict__["runtime"] = self.runtime
-        other._model, other._bg_model = self._model, self._bg_model
+        other._model, other._bg_model, other._identity = self._model, self._bg_model, self._identity
         other.weights_path, other._files = self.weights_path, self._files
         return other
 
@@ -267,7 +269,18 @@ class PhotoRestorer:
             bg = self._bg_plug_in or model_restorer(self.bg_model, seed=s.seed)
         return restore_photo(rgb, s, restorer=crops, device=self.runtime.device, batch_size=self.batch_size,
                              detector=self.detector if self.detects and faces is None else None, bg_restorer=bg,
-                             mask=mask, faces=faces)
+                             mask=mask, faces=faces, identity=self.identity)
+
+    @property
+    def identity(self) -> "Callable[[np.ndarray, np.ndarray], float] | None":
+        """The ArcFace similarity of two face crops, where ``identity_weights`` is given (loaded once)."""
+        if self.settings.identity_weights is None:
+            return None
+        if self._identity is None:
+            from elir_cli.faces.identity import IdentityMetric
+
+            self._identity = IdentityMetric(Path(self.settings.identity_weights), self.runtime.device)
+        return self._identity.similarity
 
     def _crop_restorer(self) -> CropRestorer:
         """The plug-in crop restorer, or the loaded model with a generator seeded anew (one per image)."""

@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Any, Callable, Iterator, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 from elir_cli.errors import UsageError
-from elir_cli.registry.choices import Backend, Device, Ext, Precision, TaskName
+from elir_cli.registry.choices import Backend, ColorFix, Device, Ext, Precision, TaskName
 from elir_cli.registry.tasks import get_task
 
 CLI, HTTP, API = "cli", "http", "api"
@@ -126,6 +126,15 @@ class RestoreSettings:
                                     fronts=NOT_HTTP)
     compile: bool = option(False, "torch.compile the model: the first face compiles it (minutes on a small "
                            "CPU); may pay on a GPU over a long batch.", group=MODEL, fronts=NOT_HTTP)
+    min_faithfulness: float | None = option(
+        None, "Restore again, at lower fidelity, any face whose faithfulness to its input is below this many dB; "
+        "it keeps the highest fidelity that passes (off by default).", minimum=0.0, maximum=80.0,
+        panel=FACES_PANEL)
+    color_fix: str = option("none", "Take the colour from the input: wavelet (its low frequencies) or adain (each "
+                            "channel's mean and spread); faces before pasting, whole images after tiling.",
+                            choices=ColorFix)
+    identity_weights: str | None = option(None, "ArcFace weights (resnet18_110.pth) for an identity score per face.",
+                                          group=MODEL, fronts=NOT_HTTP, panel=FACES_PANEL)
     upscale: int | None = option(None, "Output scale (default: the task's).", minimum=1, maximum=MAX_UPSCALE,
                                  panel=OUTPUT_PANEL)
     bg_task: str | None = option(None, "Restore the background with this task (bsr); default: resize it.",
@@ -182,6 +191,13 @@ class RestoreSettings:
                                  value=self.bg_task,
                                  hint="drop {bg_task} (bsr and {aligned} restore the whole image)",
                                  mentions=("aligned",))
+        if self.color_fix != "none" and self.task == "inpainting":
+            raise UsageError("{color_fix} needs the input's colour everywhere; inpainting's missing pixels have none",
+                             option="color_fix", value=self.color_fix, hint="drop {color_fix} for inpainting")
+        if self.min_faithfulness is not None and (spec.kind != "face" or self.whole_image):
+            raise UsageError(f"{{min_faithfulness}} guards faces; {'{whole_image}' if self.whole_image else self.task} "
+                             "restores whole images", option="min_faithfulness", value=self.min_faithfulness,
+                             mentions=("whole_image",), hint="drop {min_faithfulness}; the score is still reported")
         if self.aligned and self.whole_image:
             raise UsageError("{aligned} and {whole_image} exclude each other", option="aligned", value=True,
                              mentions=("whole_image",),

@@ -39,3 +39,9 @@ class Ext(str, Enum):
     jpg = "jpg"
     webp = "webp"
     tiff = "tiff"
+
+
+class ColorFix(str, Enum):
+    none = "none"
+    wavelet = "wavelet"
+    adain = "adain"

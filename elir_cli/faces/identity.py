@@ -138,6 +138,11 @@ class IdentityMetric:
         with torch.inference_mode():
             return self.net(x).double().cpu().numpy()
 
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Cosine similarity of the two faces' embeddings (1: the same identity to ArcFace)."""
+        ea, eb = self.embed(a, b)
+        return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb)))
+
     def angle(self, restored: np.ndarray, gt: np.ndarray) -> float:
         """Degrees between the embeddings of ``restored`` and ``gt`` (0: same identity to ArcFace)."""
         a, b = self.embed(restored, gt)
