@@ -16,8 +16,7 @@ import torch
 from elir_cli import restore_array
 from elir_cli.errors import UsageError
 from elir_cli.faces.alignment import align_face, alignment_matrix
-from elir_cli.pipeline.faithfulness import (ciede2000, color_fix, low_pass, mean_delta_e, measure, psnr,
-                                            srgb_to_lab)
+from elir_cli.pipeline.faithfulness import (ciede2000, color_fix, low_pass, mean_delta_e, measure, srgb_to_lab)
 from tests.helpers.facephotos import load, shared_detector
 
 PHOTO = "astronaut.png"
