@@ -32,6 +32,9 @@ class PhotoRecord:
     hint: str | None = None
     faces: int | None = None
     face_boxes: list[list[float]] = field(default_factory=list)
+    # Per face: index, faithfulness_db, delta_e, fidelity, identity, guard (RestoreResult.face_scores).
+    face_scores: list[dict[str, Any]] = field(default_factory=list)
+    faithfulness: dict[str, Any] | None = None  # the whole image's, for whole-image work
     seconds: float | None = None
     warnings: list[str] = field(default_factory=list)
     size: list[int] | None = None

@@ -54,6 +54,17 @@ class RestoreResult:
     # The whole image's faithfulness to its input (whole-image work; faces carry their own).
     faithfulness: "Faithfulness | None" = None
 
+    def face_scores(self) -> list[dict[str, object]]:
+        """Each restored face's faithfulness record: index, faithfulness_db, delta_e, fidelity, identity, guard."""
+        return [{"index": f.index, "faithfulness_db": f.faithfulness_db, "delta_e": f.delta_e,
+                 "fidelity": f.fidelity, "identity": f.identity, "guard": f.guard} for f in self.faces]
+
+    def image_score(self) -> dict[str, object] | None:
+        """The whole image's faithfulness (whole-image work), or None."""
+        if self.faithfulness is None:
+            return None
+        return {"faithfulness_db": self.faithfulness.db, "delta_e": self.faithfulness.delta_e}
+
     @property
     def image(self) -> "Image.Image":
         """The restored photo as an 8-bit RGB PIL image."""

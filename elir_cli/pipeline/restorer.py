@@ -333,6 +333,7 @@ class PhotoRestorer:
             output = make_output(image, result.array)
             record.faces = len(result.faces)
             record.face_boxes = [[round(float(v), 1) for v in f.box] for f in result.faces]
+            record.face_scores, record.faithfulness = result.face_scores(), result.image_score()
             record.size = list(output.size)
             payload = None
             if dst is None and put is not None:

@@ -58,6 +58,8 @@ class Restored:
     faces: list[list[float]]
     warnings: list[str]
     timings: dict[str, float]  # seconds: queue, decode, restore, encode
+    face_scores: list[dict[str, object]] = field(default_factory=list)  # per face, as RestoreResult.face_scores
+    faithfulness: dict[str, object] | None = None  # the whole image's (whole-image work)
 
     @property
     def media_type(self) -> str:
@@ -71,7 +73,8 @@ class Restored:
 
     def summary(self) -> dict[str, object]:
         return {"format": self.format, "media_type": self.media_type, "size": list(self.size),
-                "faces": len(self.faces), "face_boxes": self.faces, "warnings": self.warnings,
+                "faces": len(self.faces), "face_boxes": self.faces, "face_scores": self.face_scores,
+                "faithfulness": self.faithfulness, "warnings": self.warnings,
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
@@ -230,6 +233,7 @@ class RequestWorker:
         timings["encode"] = time.perf_counter() - t
         warnings = list(image.warnings) + format_losses(output, fmt)
         faces = [[round(float(v), 1) for v in f.box] for f in result.faces]
-        return Restored(data=data, format=fmt, size=output.size, faces=faces, warnings=warnings, timings=timings)
+        return Restored(data=data, format=fmt, size=output.size, faces=faces, warnings=warnings, timings=timings,
+                        face_scores=result.face_scores(), faithfulness=result.image_score())
 
 

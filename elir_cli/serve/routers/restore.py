@@ -74,6 +74,10 @@ def result_headers(restored: Restored) -> dict[str, str]:
     return {
         "X-Elir-Faces": str(len(restored.faces)),
         "X-Elir-Face-Boxes": json.dumps(restored.faces, separators=(",", ":")),
+        # per face: faithfulness_db, delta_e, fidelity, identity, guard (the JSON answer's face_scores)
+        "X-Elir-Face-Scores": json.dumps(restored.face_scores, separators=(",", ":")),
+        **({} if restored.faithfulness is None else {
+            "X-Elir-Faithfulness": json.dumps(restored.faithfulness, separators=(",", ":"))}),
         "X-Elir-Size": f"{restored.size[0]}x{restored.size[1]}",
         "X-Elir-Seconds": f"{sum(t.values()):.4f}",
         "X-Elir-Warnings": str(len(restored.warnings)),
