@@ -102,6 +102,16 @@ def test_constant_rate_clip_keeps_frames_timing_audio_and_input(tmp_path: Path, 
     assert not list(tmp_path.glob(".*"))  # no parts or temporary files left
 
 
+def test_each_face_track_reports_its_faithfulness(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """Videos get per-track scores; the guard is not applied to them, and the record says so."""
+    settings = RestoreSettings(task="denoising", seed=0, min_faithfulness=30.0)
+    record = restore_video(clips["rot"], tmp_path / "out.mp4", settings=settings, restorer=pattern_restorer())
+    (track,) = record.tracks
+    assert track["faithfulness_db_min"] <= track["faithfulness_db_mean"] < 80  # the stand-in changes the faces
+    assert track["delta_e_mean"] >= 0
+    assert any("guard is not applied to videos" in w for w in record.warnings)
+
+
 def test_variable_rate_clip_keeps_each_timestamp(tmp_path: Path, clips: dict[str, Path]) -> None:
     src = clips["vfr"]
     times_in = frame_times(src)

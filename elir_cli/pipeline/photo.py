@@ -221,7 +221,8 @@ def _check_mask(mask: np.ndarray, spec: Task, rgb: np.ndarray) -> np.ndarray:
 
 
 def restore_faces_uint8(rgb8: np.ndarray, faces: Sequence[Face], *, task: str, restorer: Restorer,
-                        batch_size: int | None = None, device: "str | torch.device" = "cpu") -> tuple[np.ndarray, list[Face]]:
+                        batch_size: int | None = None, device: "str | torch.device" = "cpu",
+                        check: FaceCheck | None = None) -> tuple[np.ndarray, list[Face]]:
     """A copy of the 8-bit photo ``rgb8`` with ``faces`` restored and pasted back at its size.
 
     The crops, masks and blend of :func:`restore_array` given the same
@@ -230,6 +231,7 @@ def restore_faces_uint8(rgb8: np.ndarray, faces: Sequence[Face], *, task: str, r
     faces' paste boxes are written. This is the per-frame path of video,
     where whole-frame float conversions and accumulators cost more than the
     paste. Face tasks at scale 1 only (no upscale, no background model).
+    ``check``: the colour fix, score and guard of each crop (default: scored only).
     """
     spec = get_task(task)
     if spec.kind != "face" or spec.scale != 1:
@@ -239,7 +241,7 @@ def restore_faces_uint8(rgb8: np.ndarray, faces: Sequence[Face], *, task: str, r
                          f"{getattr(rgb8, 'shape', '')}")
     out = rgb8.copy()
     pasted = paste_restored_faces(rgb8, out, faces, restorer, spec, 1, batch_size or auto_batch_size(device), None,
-                                  device)
+                                  device, check)
     return out, pasted
 
 

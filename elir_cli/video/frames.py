@@ -103,7 +103,9 @@ class FrameRestorer:
     def __init__(self, files: "PhotoRestorer", *, tracking: bool = True, restorer: Restorer | None = None,
                  tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
         self.files = files
-        self.settings = files.settings
+        # The guard would change fidelity face by face and frame by frame: flicker. Videos report
+        # each track's scores instead (restore_video says so in the record's warnings).
+        self.settings = files.settings.replace(min_faithfulness=None)
         self.spec = get_task(self.settings.task)
         self.tracking = tracking
         self.plug_in = restorer
@@ -133,7 +135,7 @@ class FrameRestorer:
 
     def _restore(self, rgb8: np.ndarray, *, time_s: float, frame: int, default_dt: float) -> FrameResult:
         from elir_cli.images.read import to_uint8
-        from elir_cli.pipeline.photo import restore_faces_uint8, restore_photo
+        from elir_cli.pipeline.photo import FaceCheck, restore_faces_uint8, restore_photo
 
         started = time.perf_counter()
         s = self.settings
@@ -144,11 +146,14 @@ class FrameRestorer:
             faces, track_ids = self._tracked_faces(rgb8, time_s, frame, default_dt)
             restorer = self._timed(self.plug_in or self._track_restorer(track_ids))
             if self.restore_regions:
-                out, _ = restore_faces_uint8(rgb8, faces, task=s.task, restorer=restorer,
-                                             batch_size=self.files.batch_size, device=self.files.runtime.device)
+                out, pasted = restore_faces_uint8(rgb8, faces, task=s.task, restorer=restorer,
+                                                  batch_size=self.files.batch_size, device=self.files.runtime.device,
+                                                  check=FaceCheck.of(s))
+                self.tracker.record_scores(track_ids, pasted)
                 self.timings.restore += time.perf_counter() - started
                 return FrameResult(rgb=out, faces=len(faces), tracks=track_ids)
             result = restore_photo(_to_float(rgb8), self.tracked_settings, restorer=restorer, faces=faces, **common)
+            self.tracker.record_scores(track_ids, result.faces)
         else:
             restorer = self._timed(self.plug_in or self._frame_restorer())
             result = restore_photo(_to_float(rgb8), s, restorer=restorer,

@@ -92,7 +92,7 @@ class VideoRecord:
     frames_expected: int | None = None
     resumed_at_frame: int = 0
     faces_per_frame: list[int] = field(default_factory=list)
-    tracks: list[dict[str, int]] = field(default_factory=list)
+    tracks: list[dict[str, Any]] = field(default_factory=list)
     scene_cuts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     fps: float | None = None
@@ -158,6 +158,9 @@ def restore_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                                 "variable_rate": info.variable_rate})
     if info.variable_rate:
         record.warnings.append("variable frame rate: every frame keeps its own timestamp")
+    if settings.min_faithfulness is not None:
+        record.warnings.append("the faithfulness guard is not applied to videos (fidelity changing face by face "
+                               "would flicker); each face track's scores are in the record")
     files = files or PhotoRestorer(settings)
     segment_frames = max(1, round(options.segment_seconds * float(info.rate)))
     stat = src.stat()

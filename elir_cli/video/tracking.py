@@ -50,11 +50,17 @@ class Track:
     first_frame: int = 0
     last_frame: int = 0
     frames: int = 0  # frames with a detection
+    # Faithfulness of the track's restored faces (elir_cli.pipeline.faithfulness), summed over frames.
+    scored: int = 0
+    db_sum: float = 0.0
+    db_min: float | None = None
+    delta_e_sum: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "box": list(self.box), "landmarks": self.landmarks.tolist(),
                 "speed": self.speed.tolist(), "time": self.time, "missed": self.missed,
-                "first_frame": self.first_frame, "last_frame": self.last_frame, "frames": self.frames}
+                "first_frame": self.first_frame, "last_frame": self.last_frame, "frames": self.frames,
+                "scored": self.scored, "db_sum": self.db_sum, "db_min": self.db_min, "delta_e_sum": self.delta_e_sum}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Track":
@@ -62,7 +68,9 @@ class Track:
                    landmarks=np.array(data["landmarks"], dtype=np.float64),
                    speed=np.array(data["speed"], dtype=np.float64), time=float(data["time"]),
                    missed=int(data["missed"]), first_frame=int(data["first_frame"]),
-                   last_frame=int(data["last_frame"]), frames=int(data["frames"]))
+                   last_frame=int(data["last_frame"]), frames=int(data["frames"]),
+                   scored=int(data.get("scored", 0)), db_sum=float(data.get("db_sum", 0.0)),
+                   db_min=data.get("db_min"), delta_e_sum=float(data.get("delta_e_sum", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,19 @@ class FaceTracker:
     def _end(self, tracks: Sequence[Track]) -> None:
         self.finished.extend(_summary(t) for t in tracks)
 
-    def summaries(self) -> list[dict[str, int]]:
+    def record_scores(self, track_ids: Sequence[int], faces: Sequence[Face]) -> None:
+        """Add each restored face's faithfulness to its track (faces in the order of ``track_ids``)."""
+        live = {t.id: t for t in self.tracks}
+        for track_id, face in zip(track_ids, faces):
+            track = live.get(track_id)
+            if track is None or face.faithfulness_db is None:
+                continue
+            track.scored += 1
+            track.db_sum += face.faithfulness_db
+            track.db_min = face.faithfulness_db if track.db_min is None else min(track.db_min, face.faithfulness_db)
+            track.delta_e_sum += face.delta_e or 0.0
+
+    def summaries(self) -> list[dict[str, Any]]:
         """Every track seen so far (ended and live), by id."""
         return sorted(self.finished + [_summary(t) for t in self.tracks], key=lambda s: s["id"])
 
@@ -221,6 +241,10 @@ def _smoothed(face: Face, landmarks: np.ndarray) -> Face:
     return replace(face, landmarks=landmarks.copy())
 
 
-def _summary(track: Track) -> dict[str, int]:
-    return {"id": track.id, "first_frame": track.first_frame, "last_frame": track.last_frame,
-            "detections": track.frames}
+def _summary(track: Track) -> dict[str, Any]:
+    summary: dict[str, Any] = {"id": track.id, "first_frame": track.first_frame, "last_frame": track.last_frame,
+                               "detections": track.frames}
+    if track.scored:
+        summary.update(faithfulness_db_mean=round(track.db_sum / track.scored, 2), faithfulness_db_min=track.db_min,
+                       delta_e_mean=round(track.delta_e_sum / track.scored, 2))
+    return summary
