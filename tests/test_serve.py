@@ -97,6 +97,19 @@ def test_restore_json_variant_carries_the_same_bytes_in_base64(client: TestClien
     assert set(body["timings"]) == {"queue", "decode", "restore", "encode"}
 
 
+def test_each_face_is_scored_in_the_json_and_the_headers(client: TestClient) -> None:
+    """A real face: its faithfulness record in the JSON answer and in X-Elir-Face-Scores, guarded as asked."""
+    photo = (Path(__file__).parent / "data" / "photos" / "faces" / "grace_hopper.jpg").read_bytes()
+    fields = {**FAST, "min_faithfulness": "60", "color_fix": "wavelet"}
+    r = client.post("/v1/restore", files=upload(photo, "hopper.jpg"), data=fields, params={"format": "json"})
+    assert r.status_code == 200, r.text
+    (score,) = r.json()["face_scores"]
+    assert set(score) == {"index", "faithfulness_db", "delta_e", "fidelity", "identity", "guard"}
+    assert score["guard"] in ("lowered", "failed") and score["fidelity"] < 1.0  # 60 dB: the tiny model cannot
+    image = client.post("/v1/restore", files=upload(photo, "hopper.jpg"), data=fields)
+    assert json.loads(image.headers["x-elir-face-scores"]) == [score]  # same seed, same record
+
+
 @pytest.mark.parametrize("fields, field", [
     ({"steps": "0"}, "steps"),
     ({"steps": "abc"}, "steps"),
@@ -110,6 +123,8 @@ def test_restore_json_variant_carries_the_same_bytes_in_base64(client: TestClien
     ({"task": "bfr"}, "task"),                     # this server has --weights for denoising only
     ({"task": "nosuch"}, "task"),
     ({"ext": "gif"}, "ext"),
+    ({"min_faithfulness": "-1"}, "min_faithfulness"),
+    ({"color_fix": "sepia"}, "color_fix"),
 ])
 def test_bad_options_are_422_naming_the_field(client: TestClient, fields: dict, field: str) -> None:
     r = client.post("/v1/restore", files=upload(png_bytes()), data=fields)

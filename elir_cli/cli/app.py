@@ -63,6 +63,7 @@ def root(
 
 def _register_commands() -> None:
     from .evaluate import DEGRADE_EPILOG, EVAL_EPILOG, degrade, evaluate
+    from .doctor import DOCTOR_EPILOG, doctor
     from .export import EXPORT_EPILOG, export
     from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
     from .serve import SERVE_EPILOG, serve
@@ -73,6 +74,7 @@ def _register_commands() -> None:
     app.command(name="eval", epilog=EVAL_EPILOG)(evaluate)
     app.command(epilog=SERVE_EPILOG)(serve)
     app.command(epilog=EXPORT_EPILOG)(export)
+    app.command(epilog=DOCTOR_EPILOG)(doctor)
 
 
 _register_commands()
