@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers.cli_helpers import ELIR, run_elir, tiny_denoising  # noqa: F401 (fixture)
+from tests.helpers.serve_helpers import png_bytes
 from tests.helpers.waiting import wait_until
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
@@ -173,3 +174,32 @@ def test_batch_save_faces_mirrors_the_tree(tiny_denoising: Path, tmp_path: Path)
     with Image.open(crops / "a/gh/before/face_000.png") as one, Image.open(crops / "b/c/gh/before/face_000.png") as two:
         assert one.size == two.size == (256, 256)
         assert np.array_equal(np.asarray(one), np.asarray(two))  # same photo, same aligned crop
+
+
+def test_batch_summary_counts_the_faces_the_guard_could_not_save(tiny_denoising: Path, tmp_path: Path) -> None:
+    """The tiny random model is nowhere near 60 dB, even at fidelity 0: the guard fails the face, the file
+    is still restored, and the summary line, the JSON report and --json say so. (A face the guard
+    lowers needs a restorer that drifts on purpose: tests/test_report_html.py.)"""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(PHOTOS / "faces" / "grace_hopper.jpg", src / "gh.jpg")
+    (src / "noise.png").write_bytes(png_bytes())  # no face: nothing to score
+    args = ["batch", str(src), "-o", str(out), "--weights", str(tiny_denoising), "--task", "denoising",
+            "--steps", "1", "--seed", "0", "--overwrite"]
+    guarded = run_elir(*args, "--min-faithfulness", "60", "--report", str(tmp_path / "r.json"))
+    assert guarded.returncode == 0, guarded.stderr.decode()  # a face below the minimum is not a failed file
+    lines = guarded.stdout.decode().splitlines()
+    assert "faces: 1 scored, 0 lowered by the guard, 1 below the minimum even at fidelity 0" in lines, lines
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["face_totals"] == {"scored": 1, "lowered": 0, "failed": 1}
+    assert report["settings"]["min_faithfulness"] == 60
+    (face,) = next(f for f in report["files"] if f["input"].endswith("gh.jpg"))["face_scores"]
+    assert face["guard"] == "failed" and face["fidelity"] == 0 and face["faithfulness_db"] < 60
+
+    plain = run_elir(*args)
+    assert plain.returncode == 0, plain.stderr.decode()
+    lines = plain.stdout.decode().splitlines()
+    assert "faces: 1 scored" in lines and not any("guard" in line for line in lines), lines  # no guard asked
+    as_json = json.loads(run_elir(*args, "--json").stdout)
+    assert as_json["face_totals"] == {"scored": 1, "lowered": 0, "failed": 0}
+

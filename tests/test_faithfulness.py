@@ -15,29 +15,13 @@ import torch
 
 from elir_cli import restore_array
 from elir_cli.errors import UsageError
-from elir_cli.faces.alignment import align_face, alignment_matrix
+from elir_cli.faces.alignment import align_face
 from elir_cli.pipeline.faithfulness import (ciede2000, color_fix, low_pass, mean_delta_e, measure, srgb_to_lab)
+from tests.helpers.drifting import Calls, aligned, as_batch, face_swap
 from tests.helpers.facephotos import load, shared_detector
 
 PHOTO = "astronaut.png"
 OTHER = "grace_hopper.jpg"
-
-
-def aligned(photo: str, size: int = 512) -> np.ndarray:
-    rgb = load(photo)
-    face = shared_detector().detect(rgb)[0]
-    return align_face(rgb, alignment_matrix(face.landmarks, size), size)
-
-
-def as_batch(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
-
-
-class Calls:
-    """A plug-in restorer's log: the fidelities it was asked for."""
-
-    def __init__(self) -> None:
-        self.fidelities: list[float] = []
 
 
 def faithful(calls: Calls):
@@ -50,17 +34,6 @@ def faithful(calls: Calls):
 def colour_shift(x: torch.Tensor) -> torch.Tensor:
     """A restorer that keeps every detail but tints the face (+R, -B)."""
     return (x + torch.tensor([0.12, 0.0, -0.10]).view(1, 3, 1, 1)).clamp(0, 1)
-
-
-def face_swap(other: np.ndarray, calls: Calls, floor: float = 0.0):
-    """A restorer that blends in another person's face, more at higher fidelity (``floor``: even at 0)."""
-    other_t = as_batch(other)
-
-    def restore(x: torch.Tensor, fidelity: float = 1.0) -> torch.Tensor:
-        calls.fidelities.append(fidelity)
-        w = floor + (1 - floor) * fidelity
-        return (1 - w) * x + w * other_t.to(x.dtype).expand_as(x)
-    return restore
 
 
 # -- the measures ---------------------------------------------------------------------------------

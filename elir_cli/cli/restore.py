@@ -217,7 +217,7 @@ def batch(
     if options.as_json:
         typer.echo(json.dumps(summary.to_json(described), indent=2))
     elif not options.quiet:
-        _summary_table(summary)
+        _summary_table(summary, described)
     if result.error is not None:
         raise result.error
     if summary.interrupted:
@@ -225,6 +225,16 @@ def batch(
         raise typer.Exit(130)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _face_totals_line(faces: dict[str, int], *, guarded: bool) -> str:
+    """``faces: 3 scored, 1 lowered by the guard, 1 below the minimum even at fidelity 0`` (the guard's
+    counts where ``--min-faithfulness`` was given or the records say it acted)."""
+    line = f"faces: {faces['scored']} scored"
+    if guarded or faces["lowered"] or faces["failed"]:
+        line += (f", {faces['lowered']} lowered by the guard, "
+                 f"{faces['failed']} below the minimum even at fidelity 0")
+    return line
 
 
 class _RateLines:
@@ -266,7 +276,7 @@ def _progress(console: Any, *, enabled: bool) -> Any:
                     disable=not enabled or not console.is_terminal)
 
 
-def _summary_table(summary: Any) -> None:
+def _summary_table(summary: Any, settings: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -277,6 +287,9 @@ def _summary_table(summary: Any) -> None:
         table.add_row(status, str(summary.count(status)))
     out = Console(highlight=False)
     out.print(table)
+    faces = summary.face_totals()
+    if faces["scored"]:
+        out.print(_face_totals_line(faces, guarded=settings.get("min_faithfulness") is not None), markup=False)
     for record in summary.records:
         if record.status == "failed":  # errors about a file mostly name it first already
             error = record.error or ""

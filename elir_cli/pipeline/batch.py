@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import UsageError
 from elir_cli.images.read import is_image_or_claims_to_be
+from .faithfulness import GUARD_FAILED, GUARD_LOWERED
 from .files import PhotoRecord, OutputName
 from .restorer import PhotoRestorer
 
@@ -42,6 +43,13 @@ class BatchSummary:
     def count(self, status: str) -> int:
         return sum(1 for r in self.records if r.status == status)
 
+    def face_totals(self) -> dict[str, int]:
+        """Faces restored in this run and scored, and of them those the guard (``min_faithfulness``)
+        lowered and those it could not bring up to the minimum even at fidelity 0 (videos have none)."""
+        guards = [score.get("guard") for r in self.records for score in getattr(r, "face_scores", ())]
+        return {"scored": len(guards), GUARD_LOWERED: guards.count(GUARD_LOWERED),
+                GUARD_FAILED: guards.count(GUARD_FAILED)}
+
     @property
     def ok(self) -> bool:
         return not self.interrupted and self.count("failed") == 0
@@ -51,6 +59,7 @@ class BatchSummary:
             "version": REPORT_VERSION,
             "settings": settings,
             "totals": {s: self.count(s) for s in ("restored", "skipped", "failed")},
+            "face_totals": self.face_totals(),
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 3),
             "files": [r.to_json() for r in self.records],

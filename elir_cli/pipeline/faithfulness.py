@@ -36,6 +36,9 @@ BLIND_TASKS = ("bfr", "bsr")
 GUARD_PROBES = 4  # bisection steps after fidelity 0 passes: within requested / 16
 WAVELET_LEVELS = 5  # a trous levels of the wavelet colour fix (the kernel reaches 2**5 = 32 px)
 ADAIN_EPS = 1e-6
+# What the guard did to a face (``guard`` in the face records; None: it passed as asked).
+GUARD_LOWERED = "lowered"  # restored again at a lower fidelity that passes
+GUARD_FAILED = "failed"  # below the minimum even at fidelity 0; kept at 0
 # sRGB (D65) -> XYZ, and the D65 white point (IEC 61966-2-1; CIE 15).
 SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
                         [0.2126729, 0.7151522, 0.0721750],
@@ -189,7 +192,7 @@ class GuardResult:
     fidelity: float
     faithfulness: Faithfulness
     restored: np.ndarray
-    status: str | None  # None: passed as requested; "lowered"; "failed" (kept at 0, still below)
+    status: str | None  # None: passed as requested; GUARD_LOWERED; GUARD_FAILED (kept at 0, still below)
 
 
 def search_fidelity(attempt: Callable[[float], tuple[np.ndarray, Faithfulness]], requested: float,
@@ -200,7 +203,7 @@ def search_fidelity(attempt: Callable[[float], tuple[np.ndarray, Faithfulness]],
     ``attempt(f)`` restores the face at fidelity ``f`` (same noise) and
     measures it; ``first`` is the restoration at ``requested``. Fidelity 0
     is tried first (the coarse estimate, nearest the input): if even it
-    fails, the face stays at 0, ``status="failed"``; else a bisection of
+    fails, the face stays at 0 (:data:`GUARD_FAILED`); else a bisection of
     ``probes`` steps keeps the highest fidelity that passed.
     """
     restored, score = first
@@ -208,7 +211,7 @@ def search_fidelity(attempt: Callable[[float], tuple[np.ndarray, Faithfulness]],
         return GuardResult(requested, score, restored, None)
     low = (0.0, *attempt(0.0))
     if low[2].db < minimum_db:
-        return GuardResult(0.0, low[2], low[1], "failed")
+        return GuardResult(0.0, low[2], low[1], GUARD_FAILED)
     high = requested
     for _ in range(probes):
         middle = (low[0] + high) / 2
@@ -217,7 +220,7 @@ def search_fidelity(attempt: Callable[[float], tuple[np.ndarray, Faithfulness]],
             low = (middle, *trial)
         else:
             high = middle
-    return GuardResult(round(low[0], 4), low[2], low[1], "lowered")
+    return GuardResult(round(low[0], 4), low[2], low[1], GUARD_LOWERED)
 
 
 # -- the colour fix ---------------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def _finish_crop(face: Face, crop_in: np.ndarray, crop_out: np.ndarray, index: i
     """One restored crop colour-fixed, scored and (below the guard's minimum) restored again lower."""
     import logging
 
-    from .faithfulness import color_fix, measure, search_fidelity
+    from .faithfulness import GUARD_FAILED, color_fix, measure, search_fidelity
 
     def finish(out: np.ndarray):
         out = color_fix(out, crop_in, check.color_fix)
@@ -307,7 +307,7 @@ def _finish_crop(face: Face, crop_in: np.ndarray, crop_out: np.ndarray, index: i
     if check.min_faithfulness is not None:
         guarded = search_fidelity(attempt, check.fidelity, check.min_faithfulness, first)
         fidelity, final, score, status = guarded.fidelity, guarded.restored, guarded.faithfulness, guarded.status
-        if status == "failed":
+        if status == GUARD_FAILED:
             logging.getLogger("elir_cli").warning(
                 f"face {face.index} stays below {check.min_faithfulness:g} dB even at fidelity 0 "
                 f"({score.db:g} dB): kept at fidelity 0")

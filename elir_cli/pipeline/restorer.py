@@ -239,7 +239,8 @@ class PhotoRestorer:
             "weights_sha256": self.weights_sha256, "seed": s.seed,
             "steps": s.steps if s.steps is not None else (
                 self._model.config.k_steps if self._model is not None else get_task(s.task).model.k_steps),
-            "fidelity": s.fidelity, "upscale": s.upscale, "bg_task": s.bg_task,
+            "fidelity": s.fidelity, "min_faithfulness": s.min_faithfulness, "color_fix": s.color_fix,
+            "upscale": s.upscale, "bg_task": s.bg_task,
             "device": self.device_description(),
             "batch_size": self.batch_size if self._runtime_resolved else s.batch_size, "compile": s.compile,
         }

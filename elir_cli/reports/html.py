@@ -13,27 +13,36 @@ import base64
 import html
 import io
 import os
+import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import ElirError
 from elir_cli.pipeline.batch import BatchSummary
+from elir_cli.pipeline.faithfulness import GUARD_FAILED, GUARD_LOWERED
 from elir_cli.pipeline.files import PhotoRecord
 
 THUMB_SIZE = 480  # longest side of the embedded thumbnails, in pixels
 THUMB_QUALITY = 82
 HTML_SUFFIXES = (".html", ".htm")
+# What the guard did, as each face's note says it (the web page of elir serve says the same).
+LOWERED_NOTE = "fidelity lowered to {fidelity} by the guard"
+FAILED_NOTE = "below the minimum even at fidelity 0"
+SCORES_HELP = "dB: how faithful each restored face is to its input (higher is closer); ΔE: how far its colours moved."
+GUARD_HELP = "The guard (min_faithfulness) restores a face below the minimum again, at a lower fidelity."
 
 STYLE = """
-:root { --fg:#1b1f24; --muted:#5b6470; --line:#d4d8de; --bad:#a4161a; --ok:#1b7a3a; }
+:root { --fg:#1b1f24; --muted:#5b6470; --line:#d4d8de; --bad:#a4161a; --ok:#1b7a3a; --warn:#8a5300;
+        --warn-edge:#e0a100; --warn-bg:#fff4d6; --bad-bg:#fde8e8; }
 * { box-sizing: border-box; }
 body { margin: 0 auto; max-width: 64rem; padding: 1rem; font: 15px/1.5 system-ui, sans-serif; color: var(--fg); background: #fafafa; }
 h1 { font-size: 1.5rem; margin: 0.5rem 0; }
 .totals span { display: inline-block; margin-right: 1rem; font-weight: 600; }
-.failed-count { color: var(--bad); } .restored-count { color: var(--ok); }
+.failed-count, .guard-failed-count { color: var(--bad); } .restored-count { color: var(--ok); }
+.guard-lowered-count { color: var(--warn); }
 table.settings { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
 table.settings td { border-top: 1px solid var(--line); padding: 0.2rem 0.75rem 0.2rem 0; vertical-align: top; overflow-wrap: anywhere; }
 ol.files { list-style: none; padding: 0; display: grid; gap: 1rem; grid-template-columns: repeat(auto-fill, minmax(20rem, 1fr)); }
@@ -51,6 +60,17 @@ label.slider input { flex: 1; }
 .error { color: var(--bad); font-weight: 600; margin: 0.3rem 0; }
 .hint { color: var(--muted); margin: 0.2rem 0; }
 :focus-visible { outline: 3px solid #f0a500; outline-offset: 2px; }
+ul.faces { list-style: none; padding: 0; margin: 0.4rem 0; font-size: 0.9rem; }
+ul.faces li { padding: 0.2rem 0.5rem; margin: 0.2rem 0; border-left: 4px solid var(--line); }
+ul.faces li.lowered { border-left-color: var(--warn-edge); background: var(--warn-bg); }
+ul.faces li.failed { border-left-color: var(--bad); background: var(--bad-bg); }
+ul.faces .guard { display: block; }
+ul.faces li.lowered .guard { color: var(--warn); } ul.faces li.failed .guard { color: var(--bad); }
+.face-box { position: absolute; border: 3px solid var(--warn-edge); pointer-events: none; }
+.face-box.failed { border-color: var(--bad); border-style: dashed; }
+.face-box span { position: absolute; top: -3px; left: -3px; padding: 0 0.3rem; color: #fff; background: var(--warn);
+                 font: 600 0.75rem/1.4 system-ui, sans-serif; }
+.face-box.failed span { background: var(--bad); }
 """
 
 SCRIPT = """
@@ -85,6 +105,7 @@ def render_html_report(summary: BatchSummary, settings: dict[str, Any], *, folde
     e = html.escape
     totals = " ".join(f'<span class="{s}-count">{summary.count(s)} {s}</span>'
                       for s in ("restored", "skipped", "failed"))
+    faces = _face_totals(summary, settings.get("min_faithfulness"))
     rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(_setting(v))}</td></tr>" for k, v in settings.items())
     items = "".join(_item(i, record, folder) for i, record in enumerate(summary.records))
     interrupted = '<p class="error">The batch was interrupted; run it again to resume.</p>' if summary.interrupted else ""
@@ -100,6 +121,7 @@ def render_html_report(summary: BatchSummary, settings: dict[str, Any], *, folde
 <body>
 <h1>elir batch report</h1>
 <p class="totals">{totals} <span>{summary.seconds:.1f} s</span></p>
+{faces}
 {interrupted}
 <details><summary>Settings (written {e(when)})</summary>
 <table class="settings">{rows}</table>
@@ -115,6 +137,69 @@ def _setting(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _face_totals(summary: BatchSummary, minimum: float | None) -> str:
+    """The header's line of faces scored, lowered and failed (the guard's counts where it was asked for
+    or acted); empty where no face was restored."""
+    faces = summary.face_totals()
+    if not faces["scored"]:
+        return ""
+    spans = [f'<span class="faces-count">{faces["scored"]} face{"s" if faces["scored"] != 1 else ""} scored</span>']
+    help_text = SCORES_HELP
+    if minimum is not None or faces[GUARD_LOWERED] or faces[GUARD_FAILED]:
+        below = FAILED_NOTE if minimum is None else FAILED_NOTE.replace("minimum", f"minimum ({minimum:g} dB)")
+        spans += [f'<span class="guard-lowered-count">{faces[GUARD_LOWERED]} lowered by the guard</span>',
+                  f'<span class="guard-failed-count">{faces[GUARD_FAILED]} {html.escape(below)}</span>']
+        help_text += " " + GUARD_HELP
+    return f'<p class="totals face-totals">{" ".join(spans)}</p><p class="hint">{html.escape(help_text)}</p>'
+
+
+def _fidelity(value: float) -> str:
+    """A fidelity as the reports show it: two decimals, up to four where the guard chose a finer one."""
+    return re.sub(r"0{1,2}$", "", f"{value:.4f}")
+
+
+def _face_scores(record: Any) -> str:
+    """Each restored face's score, the faces the guard lowered or could not save marked in words and colour."""
+    e = html.escape
+    rows = []
+    for score in getattr(record, "face_scores", None) or []:
+        guard = score.get("guard")
+        values = [f"{score['faithfulness_db']:.2f} dB", f"ΔE {score['delta_e']:.2f}",
+                  f"fidelity {_fidelity(score['fidelity'])}"]
+        if score.get("identity") is not None:
+            values.append(f"identity {score['identity']:.2f}")
+        note = ""
+        if guard == GUARD_LOWERED:
+            note = LOWERED_NOTE.format(fidelity=_fidelity(score["fidelity"]))
+        elif guard == GUARD_FAILED:
+            note = FAILED_NOTE
+        rows.append(f'<li class="{e(guard or "passed")}"><b>Face {int(score["index"])}</b>: {e(", ".join(values))}'
+                    + (f' <strong class="guard">{e(note)}</strong>' if note else "") + "</li>")
+    whole = getattr(record, "faithfulness", None)
+    if whole:
+        rows.append(f'<li><b>Whole image</b>: {whole["faithfulness_db"]:.2f} dB, ΔE {whole["delta_e"]:.2f}</li>')
+    if not rows:
+        return ""
+    return f'<ul class="faces" aria-label="Faithfulness to the input">{"".join(rows)}</ul>'
+
+
+def _face_boxes(record: Any, size: tuple[int, int]) -> str:
+    """Outlines over the thumbnails of the faces the guard lowered or could not save, numbered as in the list.
+
+    ``size``: the input's (the boxes are in its pixels; the output is the same picture scaled)."""
+    width, height = size
+    boxes = []
+    for score, box in zip(getattr(record, "face_scores", None) or [], getattr(record, "face_boxes", None) or []):
+        guard = score.get("guard")
+        if guard not in (GUARD_LOWERED, GUARD_FAILED):
+            continue
+        x0, y0, x1, y1 = (max(0.0, min(1.0, v / side)) for v, side in zip(box, (width, height, width, height)))
+        boxes.append(f'<div class="face-box {guard}" style="left:{100 * x0:.2f}%;top:{100 * y0:.2f}%;'
+                     f'width:{100 * (x1 - x0):.2f}%;height:{100 * (y1 - y0):.2f}%" aria-hidden="true">'
+                     f'<span>{int(score["index"])}</span></div>')
+    return "".join(boxes)
+
+
 def _item(index: int, record: PhotoRecord, folder: Path) -> str:
     e = html.escape
     name = Path(record.input).name
@@ -123,26 +208,28 @@ def _item(index: int, record: PhotoRecord, folder: Path) -> str:
     before = _thumbnail(record.input)
     after = _thumbnail(record.output) if record.output else None
     if before and after:
-        width, height, after_uri = after
         parts.append(
-            f'<div class="frame"><img class="after" src="{after_uri}" width="{width}" height="{height}" '
+            f'<div class="frame"><img class="after" src="{after.uri}" width="{after.width}" height="{after.height}" '
             f'alt="{e(name)} after restoration">'
-            f'<img class="before" src="{_resized_uri(record.input, (width, height))}" alt="{e(name)} before restoration">'
-            '<div class="divider" aria-hidden="true"></div></div>'
+            f'<img class="before" src="{_resized_uri(record.input, (after.width, after.height))}" '
+            f'alt="{e(name)} before restoration">'
+            f'<div class="divider" aria-hidden="true"></div>{_face_boxes(record, before.full)}</div>'
             f'<label class="slider">Before / after <input class="slide" type="range" min="0" max="100" value="50" '
             f'aria-label="Before / after: {e(name)}"></label>')
     elif before:
-        width, height, uri = before
-        parts.append(f'<div class="frame"><img src="{uri}" width="{width}" height="{height}" alt="{e(name)}"></div>')
+        parts.append(f'<div class="frame"><img src="{before.uri}" width="{before.width}" height="{before.height}" '
+                     f'alt="{e(name)}"></div>')
     meta = []
     if record.faces is not None:
         meta.append(f"{record.faces} face{'s' if record.faces != 1 else ''} found")
-    if record.size:
-        meta.append(f"{record.size[0]}×{record.size[1]}")
+    size = getattr(record, "size", None)  # a video's record has none
+    if size:
+        meta.append(f"{size[0]}×{size[1]}")
     if record.seconds is not None:
         meta.append(f"{record.seconds:.2f} s")
     if meta:
         parts.append(f'<p class="meta">{e(", ".join(meta))}</p>')
+    parts.append(_face_scores(record))
     links = [f'<a href="{_href(record.input, folder)}">input</a>']
     if record.output:
         links.append(f'<a href="{_href(record.output, folder)}">output</a>')
@@ -190,8 +277,15 @@ def _jpeg_uri(im) -> str:  # type: ignore[no-untyped-def]
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _thumbnail(path: str | None) -> tuple[int, int, str] | None:
-    """(width, height, data URI) of a JPEG thumbnail of ``path``, at most THUMB_SIZE on its longest side."""
+class Thumbnail(NamedTuple):
+    width: int
+    height: int
+    uri: str  # a JPEG data URI
+    full: tuple[int, int]  # the image's own size
+
+
+def _thumbnail(path: str | None) -> Thumbnail | None:
+    """A JPEG thumbnail of ``path``, at most THUMB_SIZE on its longest side (None: not readable)."""
     if path is None:
         return None
     im = _pil(path)
@@ -199,8 +293,9 @@ def _thumbnail(path: str | None) -> tuple[int, int, str] | None:
         return None
     from PIL import Image
 
+    full = im.size
     im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
-    return im.width, im.height, _jpeg_uri(im)
+    return Thumbnail(im.width, im.height, _jpeg_uri(im), full)
 
 
 def _resized_uri(path: str, size: tuple[int, int]) -> str:

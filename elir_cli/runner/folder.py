@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from elir_cli.errors import ElirError, UsageError
 from elir_cli.pipeline.batch import BatchItem, BatchSummary, plan_batch, run_batch
+from elir_cli.pipeline.photo import Restorer as CropRestorer
 from elir_cli.pipeline.restorer import PhotoRestorer
 from elir_cli.pipeline.settings import RestoreSettings
 
@@ -44,9 +45,11 @@ class FolderJob:
 
     ``video``: the video options (:class:`~elir_cli.video.stream.VideoOptions`;
     default: h264, tracking on). ``engine``: ``"local"`` or ``"ray"`` with
-    ``ray`` (:class:`~elir_cli.distributed.RayOptions`). Creating the job
-    checks the options; :meth:`plan` finds the files; :meth:`run` restores
-    them (a rerun skips finished outputs).
+    ``ray`` (:class:`~elir_cli.distributed.RayOptions`). ``restorer``: a crop
+    restorer used instead of loading ELIR, on the local engine (as
+    :class:`~elir_cli.pipeline.restorer.PhotoRestorer`'s ``restorer``).
+    Creating the job checks the options; :meth:`plan` finds the files;
+    :meth:`run` restores them (a rerun skips finished outputs).
     """
 
     src: str
@@ -55,11 +58,15 @@ class FolderJob:
     video: Any = None
     engine: str = LOCAL
     ray: Any = None
+    restorer: CropRestorer | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in (LOCAL, RAY):
             raise UsageError(f"unknown engine {self.engine!r}", option="engine", value=self.engine,
                              hint="choose local or ray")
+        if self.engine == RAY and self.restorer is not None:
+            raise UsageError("a plug-in restorer runs on the local engine only; Ray workers load ELIR",
+                             option="engine", value=self.engine, hint="use the local engine")
         from elir_cli.distributed.cluster import RayOptions, is_url
 
         if self.engine == LOCAL and self.ray is not None and self.ray != RayOptions():
@@ -132,7 +139,7 @@ class FolderJob:
         items = self.plan()
         if self.engine == RAY:
             return self._on_ray(items, say, on_done, progress_for)
-        restorer = PhotoRestorer(self.settings, log=say)
+        restorer = PhotoRestorer(self.settings, log=say, restorer=self.restorer)
         summary = self._restore_here(restorer, items, loads=self.needs_model(restorer), on_done=on_done,
                                      progress_for=progress_for, on_start=on_start)
         return FolderResult(summary=summary, settings=restorer.describe())

@@ -9,6 +9,15 @@ const PLAIN_LABELS = {
   inpainting: "Faces: scratches or missing parts",
   bsr: "Whole photo: enlarge x4 and sharpen",
 };
+// Tasks whose faces the guard cannot watch (they restore whole images), and those without the
+// input's colour everywhere; the server refuses those options for them.
+const WHOLE_IMAGE_TASKS = ["bsr"];
+const NO_COLOR_FIX_TASKS = ["inpainting"];
+// What the guard did to a face (the JSON answer's face_scores[].guard), in the batch report's words.
+const GUARD_NOTES = {
+  lowered: (fidelity) => `fidelity lowered to ${fidelity} by the guard`,
+  failed: () => "below the minimum even at fidelity 0",
+};
 const BROWSER_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/bmp"];
 const POLL_MS = 400;
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -46,6 +55,13 @@ async function loadTasks() {
   }
   $("#key-row").hidden = !health.api_key_required;
   if (health.api_key_required) $("#key").value = apiKey;
+  taskChanged();
+}
+
+function taskChanged() {
+  const task = $("#task").value;
+  $("#min-faithfulness").disabled = WHOLE_IMAGE_TASKS.includes(task);
+  $("#color-fix").disabled = NO_COLOR_FIX_TASKS.includes(task);
 }
 
 function choose(files) {
@@ -61,6 +77,9 @@ function upload(file, onProgress) {
     form.append("image", file, "upload");
     form.append("task", $("#task").value);
     form.append("fidelity", $("#fidelity").value);
+    const minimum = $("#min-faithfulness");
+    if (!minimum.disabled && minimum.value.trim() !== "") form.append("min_faithfulness", minimum.value.trim());
+    if (!$("#color-fix").disabled) form.append("color_fix", $("#color-fix").value);
     if (!BROWSER_TYPES.includes(file.type)) form.append("ext", "png"); // something the page can show
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/jobs");
@@ -108,6 +127,69 @@ async function restoreOne(file, card) {
   fetch(`/v1/jobs/${job.id}`, { method: "DELETE", headers: headers() }); // the page has the bytes now
   bar.value = 1;
   show(card, file, blob, job.result);
+  return job.result;
+}
+
+// A fidelity as the batch report shows it: two decimals, up to four where the guard chose a finer one.
+const fidelityText = (value) => value.toFixed(4).replace(/0{1,2}$/, "");
+
+function showScores(card, result) {
+  const list = $(".faces", card);
+  list.textContent = "";
+  for (const score of result.face_scores || []) {
+    const item = document.createElement("li");
+    item.className = score.guard || "passed";
+    const name = document.createElement("b");
+    name.textContent = `Face ${score.index}`;
+    const values = [`${score.faithfulness_db.toFixed(2)} dB`, `ΔE ${score.delta_e.toFixed(2)}`,
+                    `fidelity ${fidelityText(score.fidelity)}`];
+    if (score.identity !== null && score.identity !== undefined) values.push(`identity ${score.identity.toFixed(2)}`);
+    item.append(name, `: ${values.join(", ")} `);
+    const note = GUARD_NOTES[score.guard];
+    if (note) {
+      const strong = document.createElement("strong");
+      strong.className = "guard";
+      strong.textContent = note(fidelityText(score.fidelity));
+      item.append(strong);
+    }
+    list.append(item);
+  }
+  if (result.faithfulness) {
+    const item = document.createElement("li");
+    const name = document.createElement("b");
+    name.textContent = "Whole image";
+    item.append(name, `: ${result.faithfulness.faithfulness_db.toFixed(2)} dB, ΔE ${result.faithfulness.delta_e.toFixed(2)}`);
+    list.append(item);
+  }
+  list.hidden = list.children.length === 0;
+}
+
+function drawFaceBoxes(card, result) {
+  // Outlines over the faces the guard lowered or could not save, numbered as in the list; the
+  // boxes are in the input's pixels, so they are placed once the "before" image knows its size.
+  const before = $(".before", card);
+  const frame = $(".frame", card);
+  const draw = () => {
+    const width = before.naturalWidth, height = before.naturalHeight;
+    if (!width || !height) return;
+    (result.face_scores || []).forEach((score, i) => {
+      const box = (result.face_boxes || [])[i];
+      if (!box || !GUARD_NOTES[score.guard]) return;
+      const clamp = (v) => Math.min(1, Math.max(0, v));
+      const [x0, y0, x1, y1] = [clamp(box[0] / width), clamp(box[1] / height), clamp(box[2] / width), clamp(box[3] / height)];
+      const outline = document.createElement("div");
+      outline.className = `face-box ${score.guard}`;
+      outline.setAttribute("aria-hidden", "true");
+      Object.assign(outline.style, { left: `${100 * x0}%`, top: `${100 * y0}%`, width: `${100 * (x1 - x0)}%`,
+                                     height: `${100 * (y1 - y0)}%` });
+      const label = document.createElement("span");
+      label.textContent = String(score.index);
+      outline.append(label);
+      frame.append(outline);
+    });
+  };
+  if (before.complete && before.naturalWidth) draw();
+  else before.addEventListener("load", draw, { once: true });
 }
 
 function show(card, file, blob, result) {
@@ -131,6 +213,8 @@ function show(card, file, blob, result) {
   $(".details", card).textContent =
     `${result.size[0]}×${result.size[1]}, ${faces} face${faces === 1 ? "" : "s"} restored, ${seconds.toFixed(1)} s` +
     (result.warnings.length ? `. Note: ${result.warnings.join("; ")}` : "");
+  showScores(card, result);
+  drawFaceBoxes(card, result);
   const stem = file.name.replace(/\.[^.]*$/, "") || "photo";
   const link = $(".download", card);
   link.href = after;
@@ -147,13 +231,17 @@ async function restoreAll(event) {
   const files = chosen;
   $("#go").disabled = true;
   let failed = 0;
+  const guarded = { lowered: 0, failed: 0 };
   for (const [i, file] of files.entries()) {
     setStatus(`Restoring ${i + 1} of ${files.length}…`);
     const card = $("#result-template").content.firstElementChild.cloneNode(true);
     $(".name", card).textContent = file.name;
     $("#results").prepend(card);
     try {
-      await restoreOne(file, card);
+      const result = await restoreOne(file, card);
+      for (const score of result.face_scores || []) {
+        if (score.guard in guarded) guarded[score.guard] += 1;
+      }
     } catch (e) {
       failed += 1;
       card.classList.add("failed");
@@ -161,7 +249,12 @@ async function restoreAll(event) {
       $("progress", card).hidden = true;
     }
   }
-  setStatus(`Finished: ${files.length - failed} restored` + (failed ? `, ${failed} failed.` : "."));
+  const faces = (n) => `${n} face${n === 1 ? "" : "s"}`;
+  const guard = [guarded.lowered ? `${faces(guarded.lowered)} lowered by the guard` : "",
+                 guarded.failed ? `${faces(guarded.failed)} below the minimum even at fidelity 0` : ""]
+    .filter(Boolean).join(", ");
+  setStatus(`Finished: ${files.length - failed} restored` + (failed ? `, ${failed} failed` : "") +
+            (guard ? `; ${guard}.` : "."));
   $("#go").disabled = chosen.length === 0;
 }
 
@@ -178,6 +271,7 @@ function setUp() {
   const fidelity = $("#fidelity");
   fidelity.addEventListener("input", () => { $("#fidelity-value").textContent = Number(fidelity.value).toFixed(2); });
   $("#form").addEventListener("submit", restoreAll);
+  $("#task").addEventListener("change", taskChanged);
   loadTasks().catch((e) => setStatus(`Cannot reach the server: ${e.message}`));
 }
 
