@@ -15,8 +15,7 @@ from PIL import Image
 from elir_cli.pipeline.settings import RestoreSettings
 from elir_cli.reports.html import write_html_report
 from elir_cli.runner import FolderJob, FolderResult
-from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, check_png, chromium_or_skip, save_png, \
-    screens_dir
+from tests.helpers.browser import DESKTOP, check_png, chromium_page, save_png, screens_dir
 from tests.helpers.cli_helpers import run_elir, tiny_denoising  # noqa: F401 (fixture)
 from tests.helpers.drifting import Calls, aligned, face_swap_by_person
 from tests.helpers.facephotos import PHOTOS as FACE_PHOTOS
@@ -152,83 +151,65 @@ def test_report_links_are_relative_and_reach_the_files(batch_run: Path) -> None:
 
 @pytest.mark.browser
 def test_report_opens_from_disk_in_a_real_browser(batch_run: Path, tmp_path: Path) -> None:
-    sync_api = chromium_or_skip()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=DESKTOP)
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(batch_run.as_uri())
-            assert page.locator("input.slide").count() == 3
-            first = page.locator("li.file").filter(has=page.locator("input.slide")).first
-            slider = first.locator("input.slide")
-            slider.focus()
-            for _ in range(3):
-                page.keyboard.press("ArrowLeft")
-            assert slider.input_value() == "47"
-            assert first.locator("img.before").evaluate("e => e.style.clipPath") == "inset(0px 53% 0px 0px)"
-            widths = page.evaluate("[...document.querySelectorAll('img')].map(i => i.naturalWidth)")
-            assert widths and all(w > 0 for w in widths)  # every embedded thumbnail decodes
-            assert "truncated" in page.locator("li.file .error").inner_text()
-            assert all(u.startswith(("file:", "data:")) for u in requests), requests
-            # what the docs show (ELIR_SCREENSHOTS=docs/images): the top of the page
-            check_png(save_png(page, screens_dir(tmp_path) / "batch-report.png", max_height=REPORT_HEIGHT),
-                      DESKTOP["width"])
-            assert not problems, problems
-        finally:
-            browser.close()
+    with chromium_page(DESKTOP) as (page, problems):
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(batch_run.as_uri())
+        assert page.locator("input.slide").count() == 3
+        first = page.locator("li.file").filter(has=page.locator("input.slide")).first
+        slider = first.locator("input.slide")
+        slider.focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowLeft")
+        assert slider.input_value() == "47"
+        assert first.locator("img.before").evaluate("e => e.style.clipPath") == "inset(0px 53% 0px 0px)"
+        widths = page.evaluate("[...document.querySelectorAll('img')].map(i => i.naturalWidth)")
+        assert widths and all(w > 0 for w in widths)  # every embedded thumbnail decodes
+        assert "truncated" in page.locator("li.file .error").inner_text()
+        assert all(u.startswith(("file:", "data:")) for u in requests), requests
+        # what the docs show (ELIR_SCREENSHOTS=docs/images): the top of the page
+        check_png(save_png(page, screens_dir(tmp_path) / "batch-report.png", max_height=REPORT_HEIGHT),
+                  DESKTOP["width"])
+        assert not problems, problems
 
 
 @pytest.mark.browser
 def test_guarded_faces_stand_out_in_a_real_browser(guarded_run: tuple[FolderResult, Path], tmp_path: Path) -> None:
     """In words and colour, and outlined on the photo where the face is; nothing else changes colour."""
     result, report = guarded_run
-    sync_api = chromium_or_skip()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=DESKTOP)
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(report.as_uri())
-            header = page.locator("p.face-totals").inner_text()
-            assert header == "3 faces scored 1 lowered by the guard 1 below the minimum (25 dB) even at fidelity 0"
+    with chromium_page(DESKTOP) as (page, problems):
+        page.goto(report.as_uri())
+        header = page.locator("p.face-totals").inner_text()
+        assert header == "3 faces scored 1 lowered by the guard 1 below the minimum (25 dB) even at fidelity 0"
 
-            def card(name: str):  # type: ignore[no-untyped-def]
-                return page.locator("li.file").filter(has=page.locator("h2", has_text=name))
+        def card(name: str):  # type: ignore[no-untyped-def]
+            return page.locator("li.file").filter(has=page.locator("h2", has_text=name))
 
-            lowered = card("astronaut.png").locator("ul.faces li")
-            failed = card("camera.png").locator("ul.faces li")
-            passed = card("grace_hopper.jpg").locator("ul.faces li")
-            assert "fidelity lowered to" in lowered.inner_text() and lowered.inner_text().endswith("by the guard")
-            assert failed.inner_text().endswith("\nbelow the minimum even at fidelity 0")  # its own line
-            assert "guard" not in passed.inner_text() and "minimum" not in passed.inner_text()
-            backgrounds = [item.evaluate("e => getComputedStyle(e).backgroundColor")
-                           for item in (lowered, failed, passed)]
-            assert backgrounds[2] == "rgba(0, 0, 0, 0)" and len(set(backgrounds)) == 3, backgrounds
-            # each outline lies over its face: the record's box, scaled to the thumbnail
-            for name, guard in (("astronaut.png", "lowered"), ("camera.png", "failed")):
-                record = records_by_name(result)[name]
-                outline = card(name).locator(f".frame .face-box.{guard}")
-                assert outline.inner_text() == "0"  # the face's number, as in the list
-                frame = card(name).locator(".frame img.after").bounding_box()
-                shown = outline.bounding_box()
-                with Image.open(FACE_PHOTOS / name) as photo:
-                    width, height = photo.size
-                x0, y0, x1, y1 = record["face_boxes"][0]
-                expected = (frame["x"] + frame["width"] * x0 / width, frame["y"] + frame["height"] * y0 / height,
-                            frame["width"] * (x1 - x0) / width, frame["height"] * (y1 - y0) / height)
-                got = (shown["x"], shown["y"], shown["width"], shown["height"])
-                assert all(abs(a - b) <= 2 for a, b in zip(got, expected)), (name, got, expected)
-            assert card("grace_hopper.jpg").locator(".face-box").count() == 0
-            # what the docs show (ELIR_SCREENSHOTS=docs/images)
-            check_png(save_png(page, screens_dir(tmp_path) / "batch-report-guard.png", max_height=GUARD_REPORT_HEIGHT),
-                      DESKTOP["width"])
-            assert not problems, problems
-        finally:
-            browser.close()
+        lowered = card("astronaut.png").locator("ul.faces li")
+        failed = card("camera.png").locator("ul.faces li")
+        passed = card("grace_hopper.jpg").locator("ul.faces li")
+        assert "fidelity lowered to" in lowered.inner_text() and lowered.inner_text().endswith("by the guard")
+        assert failed.inner_text().endswith("\nbelow the minimum even at fidelity 0")  # its own line
+        assert "guard" not in passed.inner_text() and "minimum" not in passed.inner_text()
+        backgrounds = [item.evaluate("e => getComputedStyle(e).backgroundColor")
+                       for item in (lowered, failed, passed)]
+        assert backgrounds[2] == "rgba(0, 0, 0, 0)" and len(set(backgrounds)) == 3, backgrounds
+        # each outline lies over its face: the record's box, scaled to the thumbnail
+        for name, guard in (("astronaut.png", "lowered"), ("camera.png", "failed")):
+            record = records_by_name(result)[name]
+            outline = card(name).locator(f".frame .face-box.{guard}")
+            assert outline.inner_text() == "0"  # the face's number, as in the list
+            frame = card(name).locator(".frame img.after").bounding_box()
+            shown = outline.bounding_box()
+            with Image.open(FACE_PHOTOS / name) as photo:
+                width, height = photo.size
+            x0, y0, x1, y1 = record["face_boxes"][0]
+            expected = (frame["x"] + frame["width"] * x0 / width, frame["y"] + frame["height"] * y0 / height,
+                        frame["width"] * (x1 - x0) / width, frame["height"] * (y1 - y0) / height)
+            got = (shown["x"], shown["y"], shown["width"], shown["height"])
+            assert all(abs(a - b) <= 2 for a, b in zip(got, expected)), (name, got, expected)
+        assert card("grace_hopper.jpg").locator(".face-box").count() == 0
+        # what the docs show (ELIR_SCREENSHOTS=docs/images)
+        check_png(save_png(page, screens_dir(tmp_path) / "batch-report-guard.png", max_height=GUARD_REPORT_HEIGHT),
+                  DESKTOP["width"])
+        assert not problems, problems

@@ -31,8 +31,8 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 pytest.importorskip("multipart", reason="the serve extra (python-multipart) is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, check_png, chromium_or_skip, save_png, \
-    screens_dir  # noqa: E402
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, check_png, chromium_or_skip, \
+    chromium_page, save_png, screens_dir  # noqa: E402
 from tests.helpers.cli_helpers import ELIR, assert_one_line_error, run_elir, tiny_denoising  # noqa: E402,F401 (fixture)
 from tests.helpers.serve_helpers import NO_FACE, PHOTOS, Server, multipart, png_bytes, post_image, request, rss_bytes  # noqa: E402
 from tests.helpers.waiting import ManualClock, wait_until  # noqa: E402
@@ -575,71 +575,62 @@ def test_page_shows_each_faces_score_and_what_the_guard_did(server: Server, tmp_
     It scores the same at every fidelity, so it cannot make the guard lower one: how the page shows a
     lowered face is checked on a real answer whose face record is rewritten on the way to the page.
     """
-    sync_api = chromium_or_skip()
     photo = tmp_path / "grace hopper.jpg"
     Image.open(PHOTOS / "faces" / "grace_hopper.jpg").resize((160, 188)).save(photo, quality=92)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=DESKTOP)
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(server.base + "/")
-            page.wait_for_function("document.querySelectorAll('#task option').length > 0")
-            page.click("details.more summary")
-            page.fill("#min-faithfulness", "60")
-            page.select_option("#color-fix", "wavelet")
-            page.set_input_files("#files", str(photo))
-            page.click("#go")
-            page.wait_for_selector(".result .compare:not([hidden])", timeout=120_000)
-            face = page.locator(".result ul.faces li")
-            assert face.count() == 1 and face.get_attribute("class") == "failed"
-            text = face.inner_text()
-            found = re.fullmatch(r"Face 0: ([\d.]+) dB, ΔE ([\d.]+), fidelity 0\.00\nbelow the minimum even at fidelity 0",
-                                 text)
-            assert found, text
-            assert float(found.group(1)) < 60  # the guard had the minimum (without one it passes any face)
-            assert float(found.group(2)) < 20  # the wavelet fix took the photo's colours (without: ~41)
-            assert face.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
-            outline = page.locator(".result .frame .face-box.failed")
-            assert outline.count() == 1 and outline.inner_text() == "0"
-            frame, shown = page.locator(".result .frame img.after").bounding_box(), outline.bounding_box()
-            assert frame["x"] <= shown["x"] and shown["x"] + shown["width"] <= frame["x"] + frame["width"] + 1
-            assert frame["y"] <= shown["y"] and shown["y"] + shown["height"] <= frame["y"] + frame["height"] + 1
-            assert page.locator("#status").inner_text() == "Finished: 1 restored; 1 face below the minimum even at fidelity 0."
-            # what the docs show (ELIR_SCREENSHOTS=docs/images): a face the guard could not save
-            page.locator("#go").blur()
-            check_png(save_png(page, screens_dir(tmp_path) / "serve-page-guard.png"), DESKTOP["width"])
+    with chromium_page(DESKTOP) as (page, problems):
+        page.goto(server.base + "/")
+        page.wait_for_function("document.querySelectorAll('#task option').length > 0")
+        page.click("details.more summary")
+        page.fill("#min-faithfulness", "60")
+        page.select_option("#color-fix", "wavelet")
+        page.set_input_files("#files", str(photo))
+        page.click("#go")
+        page.wait_for_selector(".result .compare:not([hidden])", timeout=120_000)
+        face = page.locator(".result ul.faces li")
+        assert face.count() == 1 and face.get_attribute("class") == "failed"
+        text = face.inner_text()
+        found = re.fullmatch(r"Face 0: ([\d.]+) dB, ΔE ([\d.]+), fidelity 0\.00\nbelow the minimum even at fidelity 0",
+                             text)
+        assert found, text
+        assert float(found.group(1)) < 60  # the guard had the minimum (without one it passes any face)
+        assert float(found.group(2)) < 20  # the wavelet fix took the photo's colours (without: ~41)
+        assert face.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
+        outline = page.locator(".result .frame .face-box.failed")
+        assert outline.count() == 1 and outline.inner_text() == "0"
+        frame, shown = page.locator(".result .frame img.after").bounding_box(), outline.bounding_box()
+        assert frame["x"] <= shown["x"] and shown["x"] + shown["width"] <= frame["x"] + frame["width"] + 1
+        assert frame["y"] <= shown["y"] and shown["y"] + shown["height"] <= frame["y"] + frame["height"] + 1
+        assert page.locator("#status").inner_text() == "Finished: 1 restored; 1 face below the minimum even at fidelity 0."
+        # what the docs show (ELIR_SCREENSHOTS=docs/images): a face the guard could not save
+        page.locator("#go").blur()
+        check_png(save_png(page, screens_dir(tmp_path) / "serve-page-guard.png"), DESKTOP["width"])
 
-            real_guards: list[str | None] = []
+        real_guards: list[str | None] = []
 
-            def lowered(route) -> None:  # type: ignore[no-untyped-def]
-                answer = route.fetch()
-                job = answer.json()
-                if job.get("status") == "done":
-                    real_guards.append(job["result"]["face_scores"][0]["guard"])
-                    job["result"]["face_scores"][0].update(guard="lowered", fidelity=0.5625)
-                route.fulfill(response=answer, json=job)
+        def lowered(route) -> None:  # type: ignore[no-untyped-def]
+            answer = route.fetch()
+            job = answer.json()
+            if job.get("status") == "done":
+                real_guards.append(job["result"]["face_scores"][0]["guard"])
+                job["result"]["face_scores"][0].update(guard="lowered", fidelity=0.5625)
+            route.fulfill(response=answer, json=job)
 
-            page.route("**/v1/jobs/*", lowered)
-            page.fill("#min-faithfulness", "")
-            page.set_input_files("#files", str(photo))
-            page.click("#go")
-            page.locator(".result .compare:not([hidden])").nth(1).wait_for(timeout=120_000)  # both shown
-            assert real_guards == [None]  # the minimum emptied: the guard is off
-            face = page.locator(".result").first.locator("ul.faces li")
-            assert face.get_attribute("class") == "lowered"
-            assert face.inner_text().endswith("fidelity 0.5625\nfidelity lowered to 0.5625 by the guard")
-            assert page.locator(".result").first.locator(".face-box.lowered").count() == 1
-            assert page.locator("#status").inner_text() == "Finished: 1 restored; 1 face lowered by the guard."
-            # no guard for whole images, no colour fix for inpainting (this server serves neither: add them)
-            assert page.locator("#min-faithfulness").is_enabled() and page.locator("#color-fix").is_enabled()
-            page.evaluate("['bsr', 'inpainting'].forEach(t => document.querySelector('#task').add(new Option(t, t)))")
-            page.select_option("#task", "bsr")
-            assert page.locator("#min-faithfulness").is_disabled() and page.locator("#color-fix").is_enabled()
-            page.select_option("#task", "inpainting")
-            assert page.locator("#min-faithfulness").is_enabled() and page.locator("#color-fix").is_disabled()
-            assert not problems, problems
-        finally:
-            browser.close()
+        page.route("**/v1/jobs/*", lowered)
+        page.fill("#min-faithfulness", "")
+        page.set_input_files("#files", str(photo))
+        page.click("#go")
+        page.locator(".result .compare:not([hidden])").nth(1).wait_for(timeout=120_000)  # both shown
+        assert real_guards == [None]  # the minimum emptied: the guard is off
+        face = page.locator(".result").first.locator("ul.faces li")
+        assert face.get_attribute("class") == "lowered"
+        assert face.inner_text().endswith("fidelity 0.5625\nfidelity lowered to 0.5625 by the guard")
+        assert page.locator(".result").first.locator(".face-box.lowered").count() == 1
+        assert page.locator("#status").inner_text() == "Finished: 1 restored; 1 face lowered by the guard."
+        # no guard for whole images, no colour fix for inpainting (this server serves neither: add them)
+        assert page.locator("#min-faithfulness").is_enabled() and page.locator("#color-fix").is_enabled()
+        page.evaluate("['bsr', 'inpainting'].forEach(t => document.querySelector('#task').add(new Option(t, t)))")
+        page.select_option("#task", "bsr")
+        assert page.locator("#min-faithfulness").is_disabled() and page.locator("#color-fix").is_enabled()
+        page.select_option("#task", "inpainting")
+        assert page.locator("#min-faithfulness").is_enabled() and page.locator("#color-fix").is_disabled()
+        assert not problems, problems

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -71,3 +72,20 @@ def check_png(path: Path, width: int) -> None:
     assert path.stat().st_size <= MAX_BYTES, (path, path.stat().st_size)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] == width, (path, image.format, image.size)
+
+
+@contextmanager
+def chromium_page(viewport: dict[str, int] = DESKTOP, **context: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A page in Debian's chromium (skipped with the reason where it is missing), and the list its
+    console errors and uncaught exceptions are collected in; the browser is closed afterwards."""
+    sync_api = chromium_or_skip()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport=viewport, **context).new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            yield page, problems
+        finally:
+            browser.close()
