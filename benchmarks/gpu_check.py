@@ -95,12 +95,28 @@ def _peak_mb(device) -> float | None:  # type: ignore[no-untyped-def]
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
 
 
+def median_seconds(model, x, device, runs: int) -> float:  # type: ignore[no-untyped-def]
+    """Median wall time of restoring ``x``, after one warm-up call (kernels chosen, memory allocated)."""
+    from elir_cli.pipeline.photo import model_restorer
+
+    restore = model_restorer(model, seed=0)
+    _peak_reset(device)
+    restore(x)
+    _sync(device)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        restore(x)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def time_tasks(device_name: str, runs: int, tasks: tuple[str, ...]) -> list[dict]:
     import torch
 
     from elir_cli.model.elir import ElirModel
     from elir_cli.model.runtime import prepare_model, runtime_for, supported_precisions
-    from elir_cli.pipeline.photo import model_restorer
     from elir_cli.registry.tasks import get_task
 
     device = torch.device(device_name)
@@ -112,21 +128,11 @@ def time_tasks(device_name: str, runs: int, tasks: tuple[str, ...]) -> list[dict
         for precision in supported_precisions(device):
             torch.manual_seed(0)
             model = prepare_model(ElirModel(spec.model).eval(), runtime_for(device, precision))
-            restore = model_restorer(model, seed=0)
-            _peak_reset(device)
-            restore(x)
-            _sync(device)  # warm-up: kernels chosen, memory allocated
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                restore(x)
-                _sync(device)
-                times.append(time.perf_counter() - t)
-            ms = statistics.median(times) * 1000
+            ms = median_seconds(model, x, device, runs) * 1000
             rows.append({"task": task, "size": size, "precision": precision, "ms": round(ms, 2),
                          "images_per_s": round(1000 / ms, 2), "peak_mb": _peak_mb(device)})
             print(f"{task:11} {size:4} {precision:5} {ms:9.1f} ms  {1000 / ms:7.2f}/s", flush=True)
-            del model, restore
+            del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return rows
@@ -137,7 +143,6 @@ def faces_per_second(device_name: str, runs: int) -> list[dict]:
 
     from elir_cli.model.elir import ElirModel
     from elir_cli.model.runtime import prepare_model, runtime_for
-    from elir_cli.pipeline.photo import model_restorer
     from elir_cli.registry.tasks import get_task
 
     device = torch.device(device_name)
@@ -146,17 +151,7 @@ def faces_per_second(device_name: str, runs: int) -> list[dict]:
     rows = []
     for batch in BATCHES:
         x = torch.rand(batch, 3, 512, 512, generator=torch.Generator().manual_seed(batch))
-        restore = model_restorer(model, seed=0)
-        _peak_reset(device)
-        restore(x)
-        _sync(device)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            restore(x)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        rate = batch / statistics.median(times)
+        rate = batch / median_seconds(model, x, device, runs)
         rows.append({"batch": batch, "precision": model.precision, "faces_per_s": round(rate, 2),
                      "peak_mb": _peak_mb(device)})
         print(f"bfr batch {batch}: {rate:.2f} faces/s ({model.precision})", flush=True)

@@ -67,3 +67,12 @@ def test_text_report_has_every_section() -> None:
     text = done.stdout.decode()
     for needle in ("CPU:", "PyTorch dispatches:", "CUDA:", "ONNX Runtime:", "--precision auto on cpu", "store:"):
         assert needle in text, needle
+
+
+def test_a_failing_probe_is_reported_in_its_place() -> None:
+    from elir_cli.cli.doctor import render
+
+    report = diagnose(timing=False)
+    report["gpus"] = {"error": "RuntimeError: no driver"}
+    text = "\n".join(render(report))
+    assert "GPUs: RuntimeError: no driver" in text and "CPU:" in text and "One face" not in text

@@ -36,69 +36,63 @@ def _yes(value: Any) -> str:
     return "yes" if value else "no"
 
 
+def _cpu(cpu: dict[str, Any]) -> list[str]:
+    listed = ", ".join(f for f, on in (cpu.get("flags") or {}).items() if on) or "unknown (no /proc/cpuinfo)"
+    lines = [f"CPU: {cpu['model']}, {cpu['cores']} cores, torch uses {cpu['torch_threads']} threads",
+             f"  instruction sets: {listed}",
+             f"  PyTorch dispatches: {cpu['torch_isa']}; native bf16: {_yes(cpu['native_bf16'])}"]
+    return lines + ([f"  forced: {cpu['forced_isa']}"] if cpu.get("forced_isa") else [])
+
+
+def _gpus(gpus: dict[str, Any]) -> list[str]:
+    cuda = gpus["cuda"]
+    found = ", ".join(f"{d['name']} (sm {d['capability']}, {d['memory_gb']} GB)" for d in cuda["devices"])
+    return [f"CUDA: {found or 'no GPU'} (PyTorch built for CUDA {cuda['torch_cuda'] or 'none'})",
+            f"Apple MPS: {_yes(gpus['mps'])}; Intel XPU: {_yes(gpus['xpu'])}"]
+
+
+def _backends(backends: dict[str, Any]) -> list[str]:
+    ov, ort = backends["openvino"], backends["onnxruntime"]
+    missing = 'not installed (pip install "elir-cli[{}]")'
+    return [f"PyTorch {backends['torch']}",
+            f"OpenVINO: {ov['version'] or missing.format('openvino')}"
+            + (f", devices {', '.join(ov['devices'])}" if ov.get("devices") else ""),
+            f"ONNX Runtime: {ort['version'] or missing.format('onnx')}"
+            + (f", providers {', '.join(ort['providers'])}" if ort.get("providers") else ""),
+            f"spandrel: {backends['spandrel'] or 'not installed'}"]
+
+
+def _precision(precision: dict[str, Any]) -> list[str]:
+    lines = []
+    for device, info in precision.items():
+        lines.append(f"--precision auto on {device}: {info['auto']} (supported: {', '.join(info['supported'])})")
+        lines += [f"  {task:11} {choice['auto'] or '-':5} {choice['why']}" for task, choice in info["tasks"].items()]
+    return lines
+
+
+def _storage(storage: dict[str, Any]) -> list[str]:
+    lines = [f"{name}: {folder['path']} ({folder['bytes'] / 1e6:.1f} MB)" if folder["exists"]
+             else f"{name}: {folder['path']} (absent)" for name, folder in storage["folders"].items()]
+    cached = [t for t, p in storage["weights"].items() if p]
+    return lines + [f"weights cached: {', '.join(cached) or 'none'}; offline: {_yes(storage['offline'])}"]
+
+
+def _face(face: dict[str, Any]) -> list[str]:
+    return [f"One {face['task']} face on {face['device']} at {face['precision']} ({face['weights']} weights): "
+            f"first {face['first_ms']:.0f} ms, then {face['steady_ms']:.0f} ms (median of {face['runs']})"]
+
+
+SECTIONS = (("cpu", "CPU", _cpu), ("gpus", "GPUs", _gpus), ("backends", "Backends", _backends),
+            ("precision", "Precision", _precision), ("storage", "Storage", _storage), ("one_face", "One face", _face))
+
+
 def render(report: dict[str, Any]) -> list[str]:
-    """The report as text, a section per probe."""
+    """The report as text, a section per probe (a probe that failed shows its error)."""
     lines = [f"elir-cli {report['elir_cli']}, Python {report['python']}, {report['platform']}"]
-    cpu = report["cpu"]
-    lines.append("")
-    if "error" in cpu:
-        lines.append(f"CPU: {cpu['error']}")
-    else:
-        flags = cpu.get("flags") or {}
-        listed = ", ".join(f for f, on in flags.items() if on) or "unknown (no /proc/cpuinfo)"
-        lines += [f"CPU: {cpu['model']}, {cpu['cores']} cores, torch uses {cpu['torch_threads']} threads",
-                  f"  instruction sets: {listed}",
-                  f"  PyTorch dispatches: {cpu['torch_isa']}; native bf16: {_yes(cpu['native_bf16'])}"]
-        if cpu.get("forced_isa"):
-            lines.append(f"  forced: {cpu['forced_isa']}")
-    gpus = report["gpus"]
-    lines.append("")
-    if "error" in gpus:
-        lines.append(f"GPUs: {gpus['error']}")
-    else:
-        cuda = gpus["cuda"]
-        found = ", ".join(f"{d['name']} (sm {d['capability']}, {d['memory_gb']} GB)" for d in cuda["devices"])
-        lines.append(f"CUDA: {found or 'no GPU'} (PyTorch built for CUDA {cuda['torch_cuda'] or 'none'})")
-        lines.append(f"Apple MPS: {_yes(gpus['mps'])}; Intel XPU: {_yes(gpus['xpu'])}")
-    backends = report["backends"]
-    lines.append("")
-    if "error" in backends:
-        lines.append(f"Backends: {backends['error']}")
-    else:
-        ov, ort = backends["openvino"], backends["onnxruntime"]
-        lines.append(f"PyTorch {backends['torch']}")
-        missing = 'not installed (pip install "elir-cli[{}]")'
-        lines.append(f"OpenVINO: {ov['version'] or missing.format('openvino')}"
-                     + (f", devices {', '.join(ov['devices'])}" if ov.get("devices") else ""))
-        lines.append(f"ONNX Runtime: {ort['version'] or missing.format('onnx')}"
-                     + (f", providers {', '.join(ort['providers'])}" if ort.get("providers") else ""))
-        lines.append(f"spandrel: {backends['spandrel'] or 'not installed'}")
-    precision = report["precision"]
-    lines.append("")
-    if "error" in precision:
-        lines.append(f"Precision: {precision['error']}")
-    else:
-        for device, info in precision.items():
-            lines.append(f"--precision auto on {device}: {info['auto']} (supported: {', '.join(info['supported'])})")
-            for task, choice in info["tasks"].items():
-                lines.append(f"  {task:11} {choice['auto'] or '-':5} {choice['why']}")
-    storage = report["storage"]
-    lines.append("")
-    if "error" in storage:
-        lines.append(f"Storage: {storage['error']}")
-    else:
-        for name, folder in storage["folders"].items():
-            size = f"{folder['bytes'] / 1e6:.1f} MB" if folder["exists"] else "absent"
-            lines.append(f"{name}: {folder['path']} ({size})")
-        cached = [t for t, p in storage["weights"].items() if p]
-        lines.append(f"weights cached: {', '.join(cached) or 'none'}; offline: {_yes(storage['offline'])}")
-    face = report.get("one_face")
-    if face:
+    for key, title, show in SECTIONS:
+        part = report.get(key)
+        if part is None:  # not asked for (--no-timing)
+            continue
         lines.append("")
-        if "error" in face:
-            lines.append(f"One face: {face['error']}")
-        else:
-            lines.append(f"One {face['task']} face on {face['device']} at {face['precision']} ({face['weights']} "
-                         f"weights): first {face['first_ms']:.0f} ms, then {face['steady_ms']:.0f} ms "
-                         f"(median of {face['runs']})")
+        lines += [f"{title}: {part['error']}"] if "error" in part else show(part)
     return lines
