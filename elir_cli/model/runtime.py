@@ -31,9 +31,10 @@ PrecisionName = Literal["auto", "fp32", "fp16", "bf16"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 # Who runs the networks: PyTorch, or OpenVINO's CPU plugin (openvino_backend, an optional extra).
-BACKENDS: tuple[str, ...] = ("torch", "openvino")
+BACKENDS: tuple[str, ...] = ("torch", "openvino", "onnxruntime")
 TORCH = "torch"
 OPENVINO = "openvino"
+ONNXRUNTIME = "onnxruntime"
 AUTO = "auto"
 
 # glibc mallopt parameters (malloc.h)
@@ -61,6 +62,7 @@ class Runtime:
     # only once calibration has shown it safe for the weights (pipeline.calibration).
     auto: bool = False
     backend: str = TORCH
+    provider: str | None = None  # ONNX Runtime's execution provider (the onnxruntime backend)
 
     @property
     def precision(self) -> str:
@@ -69,6 +71,8 @@ class Runtime:
         return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.compute_dtype]
 
     def describe(self) -> str:
+        if self.backend == ONNXRUNTIME:
+            return f"onnxruntime {self.provider} ({self.precision})"
         backend = ", openvino" if self.backend == OPENVINO else ""
         return f"{self.device.type} ({self.precision}{', auto' if self.auto else ''}{backend})"
 
@@ -161,6 +165,8 @@ def resolve_precision(name: str, device: "torch.device") -> "torch.dtype | None"
 
 def resolve_runtime(device: str = "auto", precision: str = AUTO, backend: str = TORCH) -> Runtime:
     check_backend(backend, device)
+    if backend == ONNXRUNTIME:
+        return _onnxruntime_runtime(device, precision)
     dev = resolve_device("cpu" if backend == OPENVINO and device == AUTO else device)
     return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO,
                    backend=backend)
@@ -174,8 +180,23 @@ def runtime_for(device: "str | torch.device", precision: str = AUTO, backend: st
         return resolve_runtime(device, precision, backend)
     dev = torch.device(device)
     check_backend(backend, dev.type)
+    if backend == ONNXRUNTIME:
+        return _onnxruntime_runtime(dev.type, precision)
     return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO,
                    backend=backend)
+
+
+def _onnxruntime_runtime(device: str, precision: str) -> Runtime:
+    """ONNX Runtime runs the networks on its provider; the sampler's tensors stay on the CPU. fp32 only."""
+    import torch
+
+    from .onnxruntime_backend import choose_provider
+
+    if precision not in (AUTO, "fp32"):
+        raise UsageError(f"the onnxruntime backend runs fp32, not {precision}",
+                         hint="use --precision auto (or fp32), or --backend torch for bf16/fp16")
+    return Runtime(device=torch.device("cpu"), compute_dtype=None, auto=precision == AUTO, backend=ONNXRUNTIME,
+                   provider=choose_provider(device))
 
 
 def check_backend(backend: str, device: str) -> None:
@@ -189,11 +210,16 @@ def check_backend(backend: str, device: str) -> None:
         from .openvino_backend import require_openvino
 
         require_openvino()
+    if backend == ONNXRUNTIME:
+        from .onnxruntime_backend import require_onnxruntime
+
+        require_onnxruntime()
 
 
 def fp32_runtime(runtime: Runtime) -> Runtime:
     """The same device and backend in float32 (what a failed calibration falls back to)."""
-    return Runtime(device=runtime.device, compute_dtype=None, auto=runtime.auto, backend=runtime.backend)
+    return Runtime(device=runtime.device, compute_dtype=None, auto=runtime.auto, backend=runtime.backend,
+                   provider=runtime.provider)
 
 
 def torch_fp32_runtime(runtime: Runtime) -> Runtime:
@@ -303,9 +329,10 @@ def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False
     """Inference-ready: eval, no grads, on the device, channels-last, at the runtime's precision.
 
     On the openvino backend the networks are handed to OpenVINO
-    (:func:`.openvino_backend.to_openvino`), cached in ``openvino_cache`` (the
-    weights file's folder in the store; None: not cached); ``model`` stays
-    the float32 PyTorch model it was.
+    (:func:`.openvino_backend.to_openvino`), on the onnxruntime backend to
+    ONNX Runtime (:func:`.onnxruntime_backend.to_onnxruntime`), cached in
+    ``openvino_cache`` (the weights file's folder in the store for that
+    backend; None: not cached); ``model`` stays the float32 PyTorch model it was.
 
     On the CPU the allocator is tuned (:func:`tune_cpu_allocator`) and a bf16
     model gets its weights cast to bf16 once: under autocast they were cast
@@ -318,6 +345,11 @@ def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False
 
     if runtime.device.type == "cpu":
         tune_cpu_allocator()
+    if runtime.backend == ONNXRUNTIME:
+        from .onnxruntime_backend import to_onnxruntime
+
+        assert runtime.provider is not None
+        return to_onnxruntime(model.eval().requires_grad_(False), runtime.provider, cache_dir=openvino_cache)
     if runtime.backend == OPENVINO:
         if compile:
             raise UsageError("--compile is for the torch backend; the openvino backend compiles its own way",

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from elir_cli.errors import first_line
-from elir_cli.registry.store import (CalibrationRecord, openvino_cache_dir, read_calibration, sha256_file,
-                                     write_calibration)
+from elir_cli.registry.store import (CalibrationRecord, onnxruntime_cache_dir, openvino_cache_dir, read_calibration,
+                                     sha256_file, write_calibration)
 from elir_cli.registry.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -155,10 +155,14 @@ def measure(model_fp32: "ElirModel", model_reduced: "ElirModel", inputs: np.ndar
 
 
 def prepare(model: "ElirModel", runtime: "Runtime", sha256: str | None) -> "ElirModel":
-    """``runtime.prepare_model``, with the OpenVINO cache of the weights file with ``sha256``."""
-    from elir_cli.model.runtime import OPENVINO, prepare_model
+    """``runtime.prepare_model``, with the backend's cache of the weights file with ``sha256``."""
+    from elir_cli.model.runtime import ONNXRUNTIME, OPENVINO, prepare_model
 
-    cache = openvino_cache_dir(sha256) if runtime.backend == OPENVINO and sha256 else None
+    cache = None
+    if sha256 and runtime.backend == OPENVINO:
+        cache = openvino_cache_dir(sha256)
+    elif sha256 and runtime.backend == ONNXRUNTIME:
+        cache = onnxruntime_cache_dir(sha256)
     return prepare_model(model, runtime, openvino_cache=cache)
 
 

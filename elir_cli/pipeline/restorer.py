@@ -223,6 +223,8 @@ class PhotoRestorer:
             return f"{self.settings.device} ({self.settings.precision}), nothing loaded"
         if self._model is None:
             return self.runtime.describe()
+        if self.runtime.backend == "onnxruntime":
+            return self.runtime.describe()
         backend = ", openvino" if self.runtime.backend == "openvino" else ""
         return f"{self.runtime.device.type} ({self._model.precision}{', auto' if self.runtime.auto else ''}{backend})"
 

@@ -118,9 +118,11 @@ class RestoreSettings:
         "to the authors; fp16/bf16 force one where the device supports it.",
         group=MODEL, choices=Precision, fronts=NOT_HTTP)
     backend: str = option(
-        "torch", "Who runs the network: torch (default), or openvino on the CPU (pip install "
+        "torch", "Who runs the network: torch (default); openvino on the CPU (pip install "
         "\"elir-cli[openvino]\"; converted and compiled once per weights file, precision and input size, "
-        "then cached).", group=MODEL, choices=Backend, fronts=NOT_HTTP)
+        "then cached); or onnxruntime, fp32, on ONNX Runtime's best installed provider for --device (CUDA, "
+        "DirectML, CoreML, ROCm, OpenVINO, CPU; exported once per weights file).", group=MODEL,
+        choices=Backend, fronts=NOT_HTTP)
     batch_size: int | None = option(None, "Faces restored at once; it bounds memory (default: 1 on the CPU, "
                                     "where batching is not faster; 4 on a GPU).", group=MODEL, minimum=1,
                                     fronts=NOT_HTTP)

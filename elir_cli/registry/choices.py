@@ -31,6 +31,7 @@ class Precision(str, Enum):
 class Backend(str, Enum):
     torch = "torch"
     openvino = "openvino"
+    onnxruntime = "onnxruntime"
 
 
 class Ext(str, Enum):

@@ -294,6 +294,11 @@ def openvino_cache_dir(sha256: str) -> Path:
     return elir_cache_dir() / "openvino" / sha256
 
 
+def onnxruntime_cache_dir(sha256: str) -> Path:
+    """The onnxruntime backend's exported graphs for the weights file with this sha256."""
+    return elir_cache_dir() / "onnxruntime" / sha256
+
+
 def calibration_path(sha256: str, precision: str, device_kind: str) -> Path:
     return elir_cache_dir() / "records" / "calibration" / f"{sha256}.{precision}.{device_kind}.json"
 
