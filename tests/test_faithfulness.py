@@ -8,6 +8,7 @@ faithful restorer (the identity) must be left alone.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from tests.helpers.drifting import Calls, aligned, as_batch, face_swap
 from tests.helpers.facephotos import load, shared_detector
 
 PHOTO = "astronaut.png"
+PHOTOS_DIR = Path(__file__).parent / "data" / "photos" / "faces"
 OTHER = "grace_hopper.jpg"
 
 
@@ -205,3 +207,18 @@ def test_whole_image_work_is_scored_and_colour_fixed() -> None:
     fixed = restore_array(photo, task="bsr", restorer=tint, upscale=1, color_fix="adain")
     assert plain.faithfulness is not None and fixed.faithfulness is not None
     assert fixed.faithfulness.delta_e < plain.faithfulness.delta_e
+
+
+def test_elir_restore_says_what_the_guard_did(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real CLI: the per-file line counts the faces the guard lowered or could not save."""
+    from tests.helpers.cli_helpers import run_elir, tiny_weights
+
+    weights = tiny_weights(tmp_path, "denoising")
+    photo = str(PHOTOS_DIR / OTHER)
+    done = run_elir("restore", photo, "--task", "denoising", "--weights", str(weights), "--steps", "1",
+                    "--min-faithfulness", "60", "-o", str(tmp_path / "out.png"))
+    assert done.returncode == 0, done.stderr
+    assert "1 face (0 lowered by the guard, 1 below the minimum even at fidelity 0)" in done.stderr.decode()
+    plain = run_elir("restore", photo, "--task", "denoising", "--weights", str(weights), "--steps", "1",
+                     "-o", str(tmp_path / "plain.png"))
+    assert plain.returncode == 0 and "guard" not in plain.stderr.decode()

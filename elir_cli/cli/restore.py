@@ -153,6 +153,10 @@ def _report_one(console: Any, record: Any) -> None:
 
     if not report_problems(console, record) and record.status == "restored":
         faces = "" if record.faces is None else f", {record.faces} face{'s' if record.faces != 1 else ''}"
+        guard = [score.get("guard") for score in getattr(record, "face_scores", None) or []]
+        if "lowered" in guard or "failed" in guard:
+            faces += (f" ({guard.count('lowered')} lowered by the guard, "
+                      f"{guard.count('failed')} below the minimum even at fidelity 0)")
         console.print(f"[green]Restored[/] {escape(record.input)} -> {escape(record.output or 'stdout')}"
                       f"{faces}, {record.seconds:.1f} s")
 
