@@ -24,7 +24,8 @@ from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weig
 pytestmark = pytest.mark.openvino
 openvino = pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install "elir-cli[openvino]")')
 
-from elir_cli.model.openvino_backend import INSTALL_HINT, STAGES, stages_of  # noqa: E402
+from elir_cli.model.openvino_backend import INSTALL_HINT, stages_of  # noqa: E402
+from elir_cli.model.stages import STAGES  # noqa: E402
 from elir_cli.model.runtime import cpu_supports_bf16  # noqa: E402
 from elir_cli.registry.store import openvino_cache_dir, sha256_file  # noqa: E402
 

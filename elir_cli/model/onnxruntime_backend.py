@@ -34,14 +34,14 @@ from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import ElirError, UsageError
 
 from .cpu_conv import plain_convs
+from .stages import check_float32_cpu, with_stages
+from .stages import stages_of as _stages_of
 
 if TYPE_CHECKING:
     from .elir import ElirModel
 
 INSTALL_HINT = 'pip install "elir-cli[onnx]"'
 OPSET = 17
-STAGES = ("enc", "mmse", "fmir", "dec")
-EXAMPLE_SIDE = 32
 # Our name -> (ONNX Runtime's provider, the pip package that brings it).
 PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "onnxruntime-gpu"),
@@ -136,30 +136,12 @@ def to_onnxruntime(model: "ElirModel", provider: str, *, cache_dir: Path | None 
     ``cache_dir``: the folder for this weights file's graphs (None: exported
     at every load).
     """
-    from .elir import ElirModel
-
-    weight = next(model.parameters())
-    if weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise ValueError(f"to_onnxruntime needs the float32 model on the CPU, got {weight.dtype} on {weight.device.type}")
+    check_float32_cpu(model, "to_onnxruntime")
     folder = None if cache_dir is None else cache_dir / f"ort-opset{OPSET}-torch{torch.__version__.split('+')[0]}"
-    model = model.eval()
-    config = model.config
-    side = config.pad_multiple * -(-EXAMPLE_SIDE // config.pad_multiple)
-    with torch.no_grad(), plain_convs():
-        x = torch.rand(1, 3, side, side)
-        z = model.enc(x).float()
-    examples: dict[str, tuple[torch.Tensor, ...]] = {
-        "enc": (x,), "mmse": (z,), "fmir": (z, torch.tensor([0.5])), "dec": (z,)}
-    shell = ElirModel.__new__(ElirModel)
-    nn.Module.__init__(shell)
-    shell.config, shell.task = config, model.task
-    shell.compute_dtype = None  # no autocast: ONNX Runtime computes in float32
-    shell.backend, shell.backend_precision = "onnxruntime", "fp32"
-    for name in STAGES:
-        setattr(shell, name, OrtStage(name, getattr(model, name), provider, example=examples[name], cache_dir=folder))
-    return shell.eval()
+    return with_stages(model, "onnxruntime", "fp32", lambda name, module, example: OrtStage(
+        name, module, provider, example=example, cache_dir=folder))
 
 
 def stages_of(model: "ElirModel") -> list[OrtStage]:
     """The ONNX Runtime stages of a model from :func:`to_onnxruntime` ([] for another)."""
-    return [stage for stage in (getattr(model, name, None) for name in STAGES) if isinstance(stage, OrtStage)]
+    return _stages_of(model, OrtStage)

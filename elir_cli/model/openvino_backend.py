@@ -39,6 +39,8 @@ from elir_cli.atomicwrite import write_bytes_atomic
 from elir_cli.errors import ElirError, UsageError
 
 from .cpu_conv import plain_convs
+from .stages import check_float32_cpu, with_stages
+from .stages import stages_of as _stages_of
 
 if TYPE_CHECKING:
     from .elir import ElirModel
@@ -46,8 +48,6 @@ if TYPE_CHECKING:
 INSTALL_HINT = 'pip install "elir-cli[openvino]"'
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
-STAGES = ("enc", "mmse", "fmir", "dec")
-EXAMPLE_SIDE = 32  # image pixels of the example input the converter traces (a multiple of 32; small is quick)
 
 
 def require_openvino() -> Any:
@@ -200,40 +200,18 @@ def to_openvino(model: "ElirModel", precision: str, *, cache_dir: Path | None = 
     and compiled models (None: nothing cached). ``threads``: OpenVINO's
     inference threads (default: PyTorch's).
     """
-    from .elir import ElirModel
-
     require_openvino()
     if precision not in OV_PRECISION:
         raise UsageError(f"the openvino backend runs fp32 or bf16, not {precision}",
                          hint="use --precision auto, fp32 or bf16")
-    weight = next(model.parameters())
-    if weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise ValueError("to_openvino needs the float32 model on the CPU, "
-                         f"got {weight.dtype} on {weight.device.type}")
+    check_float32_cpu(model, "to_openvino")
     folder = None if cache_dir is None else cache_folder(cache_dir)
     threads = threads or torch.get_num_threads()
-    model = model.eval()
-    config = model.config
-    side = config.pad_multiple * -(-EXAMPLE_SIDE // config.pad_multiple)
-    with torch.no_grad(), plain_convs():
-        x = torch.rand(1, 3, side, side)
-        z = model.enc(x).float()
-    examples: dict[str, tuple[torch.Tensor, ...]] = {
-        "enc": (x,), "mmse": (z,), "fmir": (z, torch.tensor([0.5])), "dec": (z,)}
-    shell = ElirModel.__new__(ElirModel)
-    nn.Module.__init__(shell)
-    shell.config = config
-    shell.task = model.task
-    shell.compute_dtype = None  # no autocast: OpenVINO computes at its own precision
-    shell.backend = "openvino"
-    shell.backend_precision = precision
-    for name in STAGES:
-        setattr(shell, name, OpenVinoStage(name, getattr(model, name), precision, example=examples[name],
-                                           cache_dir=folder, threads=threads))
-    return shell.eval()
+    return with_stages(model, "openvino", precision, lambda name, module, example: OpenVinoStage(
+        name, module, precision, example=example, cache_dir=folder, threads=threads))
 
 
 def stages_of(model: "ElirModel") -> list[OpenVinoStage]:
     """The OpenVINO stages of a model from :func:`to_openvino` ([] for a PyTorch one)."""
-    return [stage for stage in (getattr(model, name, None) for name in STAGES) if isinstance(stage, OpenVinoStage)]
+    return _stages_of(model, OpenVinoStage)
 
