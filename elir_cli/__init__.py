@@ -19,13 +19,15 @@ docstring what it owns and which others it may import (``May import:``), and
 
 Features built on the pipeline (video, serving, evaluation, distributed
 batches) are layer 4, each its own subpackage. The base modules
-``errors``, ``atomicwrite`` and ``_version`` may be imported by any layer and
+``errors``, ``atomicwrite``, ``_lazy`` and ``_version`` may be imported by any layer and
 import no subpackage.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 from ._version import __version__
 from .errors import (
@@ -151,12 +153,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'elir_cli' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

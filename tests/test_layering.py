@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "elir_cli"
 # Modules every layer may use; they import no subpackage themselves.
-BASE = {"elir_cli.errors", "elir_cli.atomicwrite", "elir_cli._version"}
+BASE = {"elir_cli.errors", "elir_cli.atomicwrite", "elir_cli._version", "elir_cli._lazy"}
 MAY_IMPORT = re.compile(r"May import:\s*(?P<what>[^\n]+)")
 
 

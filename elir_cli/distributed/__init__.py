@@ -16,7 +16,9 @@ Layer 4. May import: elir_cli.pipeline, elir_cli.faces, elir_cli.images, elir_cl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from elir_cli._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .cluster import RayOptions
@@ -28,12 +30,4 @@ _LAZY = {"RayOptions": "cluster", "RayBatchResult": "job", "StoragePlan": "job",
 __all__ = ["RayBatchResult", "RayOptions", "StoragePlan", "plan_storage", "run_ray_batch"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

@@ -14,7 +14,9 @@ Layer 4b (above the features it joins). May import: elir_cli.video, elir_cli.dis
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from elir_cli._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .files import FilesJob, FilesResult
@@ -26,10 +28,4 @@ _LAZY = {"Restorer": "restorer", "FilesJob": "files", "FilesResult": "files", "F
 __all__ = ["FilesJob", "FilesResult", "FolderJob", "FolderResult", "Restorer"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'elir_cli.runner' has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f".{module}", __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
