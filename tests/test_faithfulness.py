@@ -203,6 +203,11 @@ def test_whole_image_work_is_scored_and_colour_fixed() -> None:
     def tint(x: torch.Tensor) -> torch.Tensor:
         return (x + 0.1).clamp(0, 1)
 
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    faithful = restore_array(photo, task="bsr", restorer=keep)  # x4: bicubic in the tiler, nothing invented
+    assert faithful.array.shape[:2] == (256, 384) and faithful.faithfulness.db > 35
     plain = restore_array(photo, task="bsr", restorer=tint, upscale=1)
     fixed = restore_array(photo, task="bsr", restorer=tint, upscale=1, color_fix="adain")
     assert plain.faithfulness is not None and fixed.faithfulness is not None

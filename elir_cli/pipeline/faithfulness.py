@@ -166,12 +166,12 @@ def measure(task: str, model_input: np.ndarray, restored: np.ndarray, *, mask: n
     ``mask``: inpainting's missing pixels (HxW, True where missing), on the
     crop; ``identity``: a similarity of two face crops (ArcFace), or None.
     """
-    if restored.shape != model_input.shape:  # a whole image at another scale: compare at the output's size
-        from elir_cli.images.resize import resize_bicubic_float
-
-        model_input = resize_bicubic_float(model_input, (restored.shape[1], restored.shape[0]))
     small_in, small_out = low_pass(model_input), low_pass(restored)
-    if task == "inpainting" and mask is not None:
+    if restored.shape != model_input.shape:
+        # A whole image at another scale (bsr, --upscale): the two 64 x 64 low-passes compare at any
+        # scale, without making a copy of the input at the output's size.
+        db, delta = psnr(small_in, small_out), mean_delta_e(small_in, small_out)
+    elif task == "inpainting" and mask is not None:
         kept = ~mask
         db = consistency(task, restored, model_input, mask)
         delta = mean_delta_e(model_input, restored, where=kept) if kept.any() else 0.0
