@@ -15,9 +15,11 @@ import torch
 import elir_cli
 from tests.helpers.cli_helpers import assert_one_line_error, run_elir
 from elir_cli.model.checkpoint import save_safetensors
+from elir_cli.model import int8
 from elir_cli.model.runtime import cpu_supports_bf16
 from elir_cli.pipeline import calibration
-from elir_cli.registry.store import calibrations_for, read_calibration, sha256_file
+from elir_cli.pipeline.calibration import int8_verdict
+from elir_cli.registry.store import CalibrationRecord, calibrations_for, read_calibration, sha256_file
 from tests.helpers.tiny import TINY, bf16_fragile_model, tiny_model
 
 needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16: auto is fp32 here")
@@ -110,10 +112,23 @@ def test_models_info_shows_the_calibration_and_verify_precision_reruns_it(
 
     done = run_elir("models", "verify", "--precision", "--device", "cpu")
     assert done.returncode == 0, done.stderr.decode()
-    line = next(l for l in done.stdout.decode().splitlines() if l.startswith("calibration"))
-    assert line.split("\t")[1:4] == ["denoising", "bf16", "cpu"] and line.endswith("pass"), line
+    lines = [l for l in done.stdout.decode().splitlines() if l.startswith("calibration")]
+    assert lines[0].split("\t")[1:4] == ["denoising", "bf16", "cpu"] and lines[0].endswith("pass"), lines
     assert b"Calibrating bf16 on cpu" in done.stderr
+    # with OpenVINO and NNCF (the test extra), int8 is quantized and timed too
+    with_int8 = int8.available()
+    assert len(lines) == 1 + with_int8, lines
+    if with_int8:
+        assert lines[1].split("\t")[1:4] == ["denoising", "int8", "cpu-openvino"], lines
+        assert lines[1].endswith("x fp32"), lines[1]
 
     shown = json.loads(run_elir("models", "info", "denoising", "--json").stdout)["calibration"]
-    assert [(c["precision"], c["device_kind"], c["passed"]) for c in shown] == [("bf16", "cpu", True)]
-    assert b"bf16 on cpu:" in run_elir("models", "info", "denoising").stdout
+    assert [(c["precision"], c["device_kind"]) for c in shown] == \
+        [("bf16", "cpu")] + [("int8", "cpu-openvino")] * with_int8
+    assert shown[0]["passed"]
+    text = run_elir("models", "info", "denoising").stdout
+    assert b"bf16 on cpu:" in text
+    if with_int8:  # the verdict and its reason, from the measured record
+        record = CalibrationRecord(**{**shown[1], "per_image_db": tuple(shown[1]["per_image_db"])})
+        uses, why = int8_verdict(record, "bf16")
+        assert f"int8 on cpu-openvino: {why} -> auto {'uses int8' if uses else 'does not use it'}".encode() in text

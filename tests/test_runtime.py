@@ -49,7 +49,10 @@ def test_precision_rules_on_cpu() -> None:
         with pytest.raises(UsageError, match="bf16"):
             resolve_precision("bf16", cpu)
     with pytest.raises(UsageError, match="unknown precision"):
+        resolve_precision("int4", cpu)
+    with pytest.raises(UsageError, match="int8 runs on OpenVINO") as refused:
         resolve_precision("int8", cpu)
+    assert "--backend auto" in refused.value.hint
 
 
 def test_gpu_precisions_map_to_half_dtypes() -> None:

@@ -66,7 +66,8 @@ def _precision(precision: dict[str, Any]) -> list[str]:
     lines = []
     for device, info in precision.items():
         lines.append(f"--precision auto on {device}: {info['auto']} (supported: {', '.join(info['supported'])})")
-        lines += [f"  {task:11} {choice['auto'] or '-':5} {choice['why']}" for task, choice in info["tasks"].items()]
+        lines += [f"  {task:11} {choice['auto'] or '-':5} {choice['why']}"
+                  + (f"; int8: {choice['int8']}" if choice.get("int8") else "") for task, choice in info["tasks"].items()]
     return lines
 
 

@@ -8,6 +8,7 @@ huggingface_hub, so they answer at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -61,9 +62,29 @@ def _status_dict(name: str) -> dict[str, Any]:
 
 
 def _calibration_line(c: dict[str, Any]) -> str:
+    if c["precision"] == "int8":
+        return _int8_line(c)
     verdict = f"uses {c['precision']}" if c["passed"] else "falls back to fp32"
     return (f"{c['precision']} on {c['device_kind']}: {c['psnr_db']:.1f} dB vs fp32 (threshold "
             f"{c['threshold_db']:.0f}) -> auto {verdict}; {c['images']} images, {c['seconds']:.1f} s, {c['recorded_at']}")
+
+
+def _int8_installed() -> bool:
+    from elir_cli.model.int8 import available
+
+    return available()
+
+
+def _int8_line(c: dict[str, Any]) -> str:
+    """An int8 record: the dB, the speed against fp32 (and bf16), and whether auto uses it and why."""
+    from elir_cli.pipeline.calibration import int8_verdict
+    from elir_cli.registry.store import CalibrationRecord
+
+    record = CalibrationRecord(**{**c, "per_image_db": tuple(c.get("per_image_db", ()))})
+    uses, why = int8_verdict(record, "bf16" if record.bf16_seconds_per_image else "fp32")
+    kept = f", {record.reverted} tensors kept in fp32" if record.reverted else ""
+    return (f"int8 on {c['device_kind']}: {why} -> auto {'uses int8' if uses else 'does not use it'}; "
+            f"{c['images']} images, quantized in {c['seconds']:.1f} s{kept}, {c['recorded_at']}")
 
 
 @app.command("list")
@@ -168,6 +189,9 @@ def info(task: TaskArgument, as_json: JsonOption = False) -> None:
     for c in r["calibration"] or [None]:
         lines.append(("calibration", _calibration_line(c) if c else
                       "none yet (runs the first time --precision auto picks bf16/fp16 on a device kind)"))
+    if r["path"] and not any(c["precision"] == "int8" for c in r["calibration"] or []) and _int8_installed():
+        lines.append(("calibration", "int8 not quantized yet: `elir models verify --precision` (or one run with "
+                      "--precision int8) quantizes and times it; auto then uses it where it passes and pays"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         typer.echo(f"{key.ljust(width)}  {value}")
@@ -198,14 +222,17 @@ def import_weights(
 def verify(
     as_json: JsonOption = False,
     precision: Annotated[bool, typer.Option(
-        "--precision", help="Also re-run the reduced-precision calibration of every cached task on --device.")] = False,
+        "--precision", help="Also re-run the reduced-precision calibration of every cached task on --device "
+        "(bf16/fp16, and int8 on the CPU when OpenVINO and NNCF are installed: about a minute per task).")] = False,
     device: Annotated[str, typer.Option("--device", help="Device for --precision (auto, cpu, cuda, mps).")] = "auto",
 ) -> None:
     """Re-hash every cached weights file against the manifest or the recorded sha256.
 
     Exits with status 1 if any file changed. With --precision, also restores
     the calibration set in fp32 and in the device's reduced precision (what
-    --precision auto would pick) and records whether it stays within 45 dB.
+    --precision auto would pick) and records whether it stays within 45 dB;
+    on the CPU it also quantizes each task to int8 and times it against fp32
+    (and bf16), which auto then uses where it passes and pays.
 
     Examples:
 
@@ -228,7 +255,9 @@ def verify(
             typer.echo(f"{r.status}\t{r.name}\t{r.sha256}\t{r.path}")
         for c in calibrations:
             typer.echo(f"calibration\t{c['task']}\t{c['precision']}\t{c['device_kind']}\t"
-                       f"{c['psnr_db']:.1f} dB\t{'pass' if c['passed'] else 'fallback to fp32'}")
+                       f"{c['psnr_db']:.1f} dB\t{'pass' if c['passed'] else 'fallback to fp32'}"
+                       + (f"\t{c['fp32_seconds_per_image'] / c['seconds_per_image']:.2f}x fp32"
+                          if c.get("seconds_per_image") and c.get("fp32_seconds_per_image") else ""))
         if not results:
             _stderr().print("Nothing cached yet.")
     bad = [r for r in results if r.status == "mismatch"]
@@ -249,19 +278,25 @@ def _recalibrate(device: str, results: list[Any]) -> list[dict[str, Any]]:
 
     runtime = resolve_runtime(device, "auto")
     err = _stderr()
-    if runtime.compute_dtype is None:
-        err.print(f"Nothing to calibrate: {runtime.device.type} runs fp32 only here.")
+    # auto's reduced precision on the device, and int8 (OpenVINO) where auto may pick it (the CPU).
+    runtimes = [dataclasses.replace(runtime, int8_candidate=False)] if runtime.compute_dtype is not None else []
+    if runtime.int8_candidate:
+        runtimes.append(resolve_runtime(device, "int8"))
+    if not runtimes:
+        err.print(f"Nothing to calibrate: {runtime.device.type} runs fp32 only here"
+                  + (' (pip install "elir-cli[openvino]" adds int8).' if runtime.device.type == "cpu" else "."))
         return []
     out = []
     for r in results:
         if r.name not in task_names():
             continue
-        choice = choose_precision(load_float32_model(r.path, task=r.name), runtime, weights=Path(r.path), sha256=r.sha256,
-                                  task=r.name, force=True, log=err.print)
-        if choice.record is None:
-            err.print(f"{r.name}: {choice.note}")
-            continue
-        out.append(asdict(choice.record))
+        for each in runtimes:
+            choice = choose_precision(load_float32_model(r.path, task=r.name), each, weights=Path(r.path),
+                                      sha256=r.sha256, task=r.name, force=True, log=err.print)
+            if choice.record is None:
+                err.print(f"{r.name}: {choice.note}")
+                continue
+            out.append(asdict(choice.record))
     return out
 
 

@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     from .elir import ElirModel
 
 INSTALL_HINT = 'pip install "elir-cli[openvino]"'
-# Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+# Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values. int8 networks (model.int8)
+# compute their quantized layers in int8 and the layers accuracy control kept in float32.
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+INT8 = "int8"
 
 
 def require_openvino() -> Any:
@@ -79,7 +81,7 @@ class OpenVinoStage(nn.Module):
     """
 
     def __init__(self, name: str, module: nn.Module, precision: str, *, example: tuple[torch.Tensor, ...],
-                 cache_dir: Path | None, threads: int) -> None:
+                 cache_dir: Path | None, threads: int, converted: Any = None) -> None:
         super().__init__()
         if precision not in OV_PRECISION:
             raise ValueError(f"precision must be one of {sorted(OV_PRECISION)}, got {precision!r}")
@@ -93,7 +95,12 @@ class OpenVinoStage(nn.Module):
         # next(model.parameters()) (pipeline.photo.model_restorer, video), and OpenVINO takes float32.
         self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
         self._example = example
-        self._ov_model = None  # the converted model (any shape), on first need
+        # the converted model (any shape), on first need; at int8 the quantized one (model.int8)
+        self._ov_model = converted
+        if converted is not None and cache_dir is not None:  # a new quantization: its old blobs are stale
+            for stale in cache_dir.glob(f"{name}.{precision}.*.blob"):
+                stale.unlink(missing_ok=True)
+            _save_ir(converted, self._ir_path())
         self._compiled: dict[tuple[tuple[int, ...], ...], Any] = {}
         self.loaded_from: dict[str, str] = {}
 
@@ -137,17 +144,24 @@ class OpenVinoStage(nn.Module):
         self._compiled[shapes] = compiled
         return compiled
 
+    def _ir_path(self) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / f"{self.name}{'.int8' if self.precision == INT8 else ''}.xml"
+
     def _converted(self) -> Any:
         if self._ov_model is not None:
             return self._ov_model
         ov = require_openvino()
-        xml = None if self.cache_dir is None else self.cache_dir / f"{self.name}.xml"
+        xml = None if self.cache_dir is None else self._ir_path()
         if xml is not None and xml.is_file() and xml.with_suffix(".bin").is_file():
             try:
                 self._ov_model = ov.Core().read_model(str(xml))
                 return self._ov_model
             except RuntimeError:
                 pass
+        if self.precision == INT8:  # quantizing needs a calibration set: pipeline.calibration does it
+            raise ElirError(f"the int8 {self.name} network of these weights is not in the OpenVINO cache",
+                            hint="run with --precision int8 once to quantize it (or elir models verify --precision)")
         self._ov_model = convert(self._torch_module, self._example)
         self.loaded_from["ir"] = "converted"
         if xml is not None:
@@ -191,24 +205,27 @@ def _save_ir(model: Any, xml: Path) -> None:
 
 
 def to_openvino(model: "ElirModel", precision: str, *, cache_dir: Path | None = None,
-                threads: int | None = None) -> "ElirModel":
-    """An ElirModel whose four networks run on OpenVINO at ``precision`` (``fp32``/``bf16``).
+                threads: int | None = None, quantized: "dict[str, Any] | None" = None) -> "ElirModel":
+    """An ElirModel whose four networks run on OpenVINO at ``precision`` (``fp32``/``bf16``/``int8``).
 
     ``model`` must hold float32 weights on the CPU; it is not changed (the
     new model keeps a reference to its modules, for shapes it has not yet
     converted). ``cache_dir``: the folder for this weights file's converted
     and compiled models (None: nothing cached). ``threads``: OpenVINO's
-    inference threads (default: PyTorch's).
+    inference threads (default: PyTorch's). ``quantized``: at int8, the
+    quantized OpenVINO model of each network (model.int8), saved to the cache;
+    without it they are read from the cache, where a missing one is an error.
     """
     require_openvino()
     if precision not in OV_PRECISION:
-        raise UsageError(f"the openvino backend runs fp32 or bf16, not {precision}",
-                         hint="use --precision auto, fp32 or bf16")
+        raise UsageError(f"the openvino backend runs fp32, bf16 or int8, not {precision}",
+                         hint="use --precision auto, fp32, bf16 or int8")
     check_float32_cpu(model, "to_openvino")
     folder = None if cache_dir is None else cache_folder(cache_dir)
     threads = threads or torch.get_num_threads()
+    given = quantized or {}
     return with_stages(model, "openvino", precision, lambda name, module, example: OpenVinoStage(
-        name, module, precision, example=example, cache_dir=folder, threads=threads))
+        name, module, precision, example=example, cache_dir=folder, threads=threads, converted=given.get(name)))
 
 
 def stages_of(model: "ElirModel") -> list[OpenVinoStage]:

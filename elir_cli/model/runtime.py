@@ -27,12 +27,14 @@ if TYPE_CHECKING:
     from .elir import ElirModel
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
-PrecisionName = Literal["auto", "fp32", "fp16", "bf16"]
+PrecisionName = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
-# Who runs the networks: PyTorch, or OpenVINO's CPU plugin (openvino_backend, an optional extra).
-BACKENDS: tuple[str, ...] = ("torch", "openvino", "onnxruntime")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16", "int8")
+# Who runs the networks: PyTorch, OpenVINO's CPU plugin (openvino_backend, an optional extra), or
+# ONNX Runtime (onnxruntime_backend). auto: PyTorch, or OpenVINO where --precision auto picks int8.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
 TORCH = "torch"
+INT8 = "int8"
 OPENVINO = "openvino"
 ONNXRUNTIME = "onnxruntime"
 AUTO = "auto"
@@ -63,11 +65,18 @@ class Runtime:
     auto: bool = False
     backend: str = TORCH
     provider: str | None = None  # ONNX Runtime's execution provider (the onnxruntime backend)
+    # int8 on OpenVINO (model.int8): NNCF-quantized networks; compute_dtype is then None.
+    int8: bool = False
+    # --backend auto with --precision auto on the CPU: calibration may switch this runtime to
+    # OpenVINO int8 where its record says int8 passes and pays (pipeline.calibration).
+    int8_candidate: bool = False
 
     @property
     def precision(self) -> str:
         import torch
 
+        if self.int8:
+            return INT8
         return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.compute_dtype]
 
     def describe(self) -> str:
@@ -153,6 +162,9 @@ def resolve_precision(name: str, device: "torch.device") -> "torch.dtype | None"
         raise UsageError(f"unknown precision {name!r}", hint=f"choose one of: {', '.join(PRECISIONS)}")
     if name == AUTO:
         name = auto_precision(device)
+    if name == INT8:  # quantized networks, not a dtype: OpenVINO runs them (_int8_runtime)
+        raise UsageError("int8 runs on OpenVINO, not on PyTorch",
+                         hint="use --backend auto (or openvino) with --precision int8")
     if name == "fp32":
         return None
     supported = supported_precisions(device)
@@ -163,16 +175,17 @@ def resolve_precision(name: str, device: "torch.device") -> "torch.dtype | None"
     return torch.float16 if name == "fp16" else torch.bfloat16
 
 
-def resolve_runtime(device: str = "auto", precision: str = AUTO, backend: str = TORCH) -> Runtime:
+def resolve_runtime(device: str = "auto", precision: str = AUTO, backend: str = AUTO) -> Runtime:
     check_backend(backend, device)
     if backend == ONNXRUNTIME:
         return _onnxruntime_runtime(device, precision)
+    if precision == INT8:
+        return _int8_runtime(device, backend)
     dev = resolve_device("cpu" if backend == OPENVINO and device == AUTO else device)
-    return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO,
-                   backend=backend)
+    return _runtime(dev, precision, backend)
 
 
-def runtime_for(device: "str | torch.device", precision: str = AUTO, backend: str = TORCH) -> Runtime:
+def runtime_for(device: "str | torch.device", precision: str = AUTO, backend: str = AUTO) -> Runtime:
     """Like :func:`resolve_runtime`, also for a ``torch.device`` (or ``"cuda:1"``) as given."""
     import torch
 
@@ -182,8 +195,39 @@ def runtime_for(device: "str | torch.device", precision: str = AUTO, backend: st
     check_backend(backend, dev.type)
     if backend == ONNXRUNTIME:
         return _onnxruntime_runtime(dev.type, precision)
+    if precision == INT8:
+        return _int8_runtime(dev.type, backend)
+    return _runtime(dev, precision, backend)
+
+
+def _runtime(dev: "torch.device", precision: str, backend: str) -> Runtime:
+    """A PyTorch or OpenVINO runtime; ``backend`` auto is PyTorch, with int8 a candidate on the CPU."""
+    from . import int8
+
+    candidate = backend == AUTO and precision == AUTO and dev.type == "cpu" and int8.available()
     return Runtime(device=dev, compute_dtype=resolve_precision(precision, dev), auto=precision == AUTO,
-                   backend=backend)
+                   backend=TORCH if backend == AUTO else backend, int8_candidate=candidate)
+
+
+def _int8_runtime(device: str, backend: str) -> Runtime:
+    """int8 runs on OpenVINO's CPU plugin: ``--backend auto`` or ``openvino``, on the CPU."""
+    import torch
+
+    from .int8 import require_nncf
+
+    if backend not in (AUTO, OPENVINO):
+        raise UsageError(f"int8 runs on OpenVINO, not on the {backend} backend",
+                         hint="use --backend auto (or openvino) with --precision int8")
+    if device not in (AUTO, "cpu"):
+        raise UsageError(f"int8 runs on the CPU (OpenVINO), not on {device}",
+                         hint="use --device cpu (or auto) with --precision int8")
+    require_nncf()
+    return Runtime(device=torch.device("cpu"), compute_dtype=None, backend=OPENVINO, int8=True)
+
+
+def int8_runtime(runtime: Runtime) -> Runtime:
+    """The runtime ``auto`` switches to when int8 is picked: OpenVINO int8 on the CPU."""
+    return Runtime(device=runtime.device, compute_dtype=None, auto=runtime.auto, backend=OPENVINO, int8=True)
 
 
 def _onnxruntime_runtime(device: str, precision: str) -> Runtime:
@@ -325,7 +369,7 @@ def trim_cpu_heap() -> bool:
 
 
 def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False,
-                  openvino_cache: "Path | None" = None) -> "ElirModel":
+                  openvino_cache: "Path | None" = None, quantized: "dict[str, object] | None" = None) -> "ElirModel":
     """Inference-ready: eval, no grads, on the device, channels-last, at the runtime's precision.
 
     On the openvino backend the networks are handed to OpenVINO
@@ -333,6 +377,8 @@ def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False
     ONNX Runtime (:func:`.onnxruntime_backend.to_onnxruntime`), cached in
     ``openvino_cache`` (the weights file's folder in the store for that
     backend; None: not cached); ``model`` stays the float32 PyTorch model it was.
+    At int8, ``quantized`` holds the networks NNCF quantized (model.int8), or
+    None to read them from ``openvino_cache``.
 
     On the CPU the allocator is tuned (:func:`tune_cpu_allocator`) and a bf16
     model gets its weights cast to bf16 once: under autocast they were cast
@@ -356,7 +402,8 @@ def prepare_model(model: "ElirModel", runtime: Runtime, *, compile: bool = False
                              hint="drop --compile, or use --backend torch")
         from .openvino_backend import to_openvino
 
-        return to_openvino(model.eval().requires_grad_(False), runtime.precision, cache_dir=openvino_cache)
+        return to_openvino(model.eval().requires_grad_(False), runtime.precision, cache_dir=openvino_cache,
+                           quantized=quantized)
     model = model.eval().requires_grad_(False).to(runtime.device)
     if runtime.device.type == "cpu" and runtime.compute_dtype == torch.bfloat16:
         model = model.to(torch.bfloat16)

@@ -9,6 +9,7 @@ following the README gets the command's speed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -27,18 +28,21 @@ logger = logging.getLogger("elir_cli")
 
 
 def load_model(source: "str | os.PathLike[str]", task: str | None = None, device: "str | torch.device" = "cpu",
-               precision: str = "auto", *, backend: str = "torch", log: Callable[[str], None] | None = None,
+               precision: str = "auto", *, backend: str = "auto", log: Callable[[str], None] | None = None,
                runtime: "Runtime | None" = None, compile: bool = False,
                on_sha256: Callable[[str], None] | None = None) -> "ElirModel":
     """Load ELIR from a weights file or a task name, ready for inference.
 
     ``precision``: ``auto`` (bf16 on CPUs with native bf16, bf16/fp16 on CUDA,
     fp32 elsewhere, each used only once calibration has shown it safe for these
-    weights), or ``fp32`` / ``bf16`` / ``fp16`` as given (refused where the
-    device lacks it). The precision used is ``model.precision``. ``backend``:
-    ``torch``, or ``openvino`` (CPU only, ``pip install "elir-cli[openvino]"``;
-    its converted and compiled networks are cached per weights file in the
-    store). ``log`` receives the calibration's one-line messages (default: the
+    weights; on the CPU, int8 where its calibration record says it is within
+    45 dB of fp32 and pays), or ``fp32`` / ``bf16`` / ``fp16`` / ``int8`` as
+    given (refused where the device lacks it; int8 is quantized on its first
+    use, about a minute at 512). The precision used is ``model.precision``.
+    ``backend``: ``auto`` (PyTorch, or OpenVINO for int8), ``torch``,
+    ``openvino`` (CPU only, ``pip install "elir-cli[openvino]"``; its
+    converted and compiled networks are cached per weights file in the
+    store) or ``onnxruntime``. ``log`` receives the calibration's one-line messages (default: the
     ``elir_cli`` logger). ``runtime``: a resolved device and precision instead
     of ``device``/``precision``/``backend``; ``compile``: ``torch.compile`` the
     networks; ``on_sha256`` receives the weights' SHA-256 when it is read.
@@ -54,6 +58,8 @@ def load_model(source: "str | os.PathLike[str]", task: str | None = None, device
 
     if runtime is None:
         runtime = runtime_for(device, precision, backend)  # a bad precision fails before the weights are read
+    if compile and runtime.int8_candidate:  # torch.compile is for PyTorch: auto stays on it
+        runtime = dataclasses.replace(runtime, int8_candidate=False)
     if compile and runtime.backend != "torch":
         raise UsageError("{compile} is for the torch backend; the openvino backend compiles its own way",
                          option="compile", value=True, mentions=("backend",),
@@ -67,7 +73,7 @@ def load_model(source: "str | os.PathLike[str]", task: str | None = None, device
                          value=str(path), mentions=("task",))
     sha256 = None
     # Only calibration and the OpenVINO cache need it now.
-    if (runtime.auto and runtime.compute_dtype is not None) or runtime.backend != "torch":
+    if (runtime.auto and runtime.compute_dtype is not None) or runtime.backend != "torch" or runtime.int8_candidate:
         sha256 = recorded_sha256(path, task or model.task)
         if on_sha256 is not None:
             on_sha256(sha256)

@@ -225,7 +225,8 @@ class PhotoRestorer:
             return self.runtime.describe()
         if self.runtime.backend == "onnxruntime":
             return self.runtime.describe()
-        backend = ", openvino" if self.runtime.backend == "openvino" else ""
+        # the model's own backend: --backend auto runs int8 on OpenVINO where calibration picked it
+        backend = ", openvino" if getattr(self._model, "backend", "torch") == "openvino" else ""
         return f"{self.runtime.device.type} ({self._model.precision}{', auto' if self.runtime.auto else ''}{backend})"
 
     @property

@@ -26,9 +26,11 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 class Backend(str, Enum):
+    auto = "auto"
     torch = "torch"
     openvino = "openvino"
     onnxruntime = "onnxruntime"

@@ -287,6 +287,14 @@ class CalibrationRecord:
     task: str | None = None
     per_image_db: tuple[float, ...] = ()
     recorded_at: str = ""
+    # int8 (pipeline.calibration.calibrate_int8): median seconds per calibration image at int8,
+    # at PyTorch fp32 and (where the CPU has native bf16) at PyTorch bf16, measured in the same
+    # run; and the quantized tensors NNCF kept and the ones its accuracy control reverted to fp32.
+    seconds_per_image: float | None = None
+    fp32_seconds_per_image: float | None = None
+    bf16_seconds_per_image: float | None = None
+    quantized: int | None = None
+    reverted: int | None = None
 
 
 def openvino_cache_dir(sha256: str) -> Path:

@@ -118,6 +118,9 @@ def precision_report() -> dict[str, Any]:
     from elir_cli.registry.store import read_calibration
     from elir_cli.registry.tasks import task_names
 
+    from elir_cli.model import int8
+
+    int8_ready = int8.available()
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -141,8 +144,22 @@ def precision_report() -> dict[str, Any]:
                 else:
                     tasks[task] = {"auto": auto if record.passed else "fp32",
                                    "why": f"{record.psnr_db:.1f} dB vs fp32 (needs {record.threshold_db:g})"}
+            if device.type == "cpu" and int8_ready:
+                tasks[task] = _with_int8(tasks[task], sha if status.path is not None else None, auto)
         report[device.type] = {"supported": list(supported_precisions(device)), "auto": auto, "tasks": tasks}
     return report
+
+
+def _with_int8(answer: dict[str, Any], sha256: str | None, auto: str) -> dict[str, Any]:
+    """The CPU's answer for one task, with int8 (OpenVINO) where its calibration record lets auto use it."""
+    from elir_cli.pipeline.calibration import INT8_KIND, int8_verdict
+    from elir_cli.registry.store import read_calibration
+
+    record = read_calibration(sha256, "int8", INT8_KIND) if sha256 else None
+    if record is None:
+        return {**answer, "int8": "not calibrated: elir models verify --precision (or --precision int8 once)"}
+    uses, why = int8_verdict(record, answer["auto"] or auto)
+    return {"auto": "int8", "why": why} if uses else {**answer, "int8": why}
 
 
 def _size(folder: Path) -> int:
