@@ -282,3 +282,12 @@ def test_what_cannot_work_is_refused_in_one_line(photos: Path, weights: Path, tm
     assert "task bsr has no built-in degradation" in assert_one_line_error(bsr)
     assert "Hint: give the LQ images with --lq" in bsr.stderr.decode()
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_folders_may_be_urls_as_elir_batch_reads_them(photos: Path) -> None:
+    """A folder URL (here file://; s3:// and gs:// go the same way, through pyarrow) lists and reads
+    the same images as the path."""
+    pytest.importorskip("pyarrow", reason='URL folders need pyarrow (pip install "elir-cli[ray]")')
+    by_url, by_path = ImageFolder(photos.as_uri(), what="--hq"), ImageFolder(str(photos), what="--hq")
+    assert by_url.names == by_path.names and len(by_url.names) == 12
+    assert np.array_equal(by_url.read(by_url.names[3]), by_path.read(by_path.names[3]))
