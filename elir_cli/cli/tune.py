@@ -137,7 +137,7 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), console=self.console, transient=True)
+                                 TextColumn("{task.fields[info]}"), console=self.console.rich, transient=True)
             self._bar.start()
             self._id = self._bar.add_task(self.title, total=None, info="")
         return self

@@ -206,6 +206,7 @@ class Tuner:
                 write_json(self.out / SETTINGS_FILE, self.settings.resolved())
                 if not self.resuming:
                     self._validate_and_keep(0)
+                    self._checkpoint()  # so that a run stopped before its first validation can resume
             self._emit(TuneEvent("start", self.step, self.settings.steps))
             self._train(started, seconds_before)
             torch_version = torch.__version__
