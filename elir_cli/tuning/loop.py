@@ -313,7 +313,7 @@ class Tuner:
         self.val_data = ValidationSet(val_items, val_source, seed=s.seed, degrade=degrade)
         self.images = {"train": len(train_items), "validation": len(val_items)}
         self.log(f"{len(train_items)} training images, {len(val_items)} for validation; "
-                 f"{self.train_data.steps_per_epoch} steps per epoch (batch {s.batch}, {s.crop} px)")
+                 f"{self.train_data.steps_per_epoch} step(s) per epoch (batch {s.batch}, {s.crop} px)")
 
     # ------------------------------------------------------------------ steps
     def _draws(self, step: int, batch: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:

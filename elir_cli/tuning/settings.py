@@ -16,7 +16,7 @@ The defaults are for a small dataset (tens to hundreds of photos) and a released
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,6 @@ class TuneSettings:
     device: str = "auto"
     name: str | None = None  # the local model's name (default: the run folder's)
     force: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # engine facts, not settings
 
     def __post_init__(self) -> None:
         from elir_cli.registry.tasks import get_task
@@ -122,7 +121,7 @@ class TuneSettings:
 
     def resolved(self) -> dict[str, Any]:
         """Every setting with its default filled in, as JSON data (``tune.json``, the model card)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(out=str(self.out), batch_size=self.batch, size=self.crop, lr=self.learning_rate,
                     train=list(self.parts), name=self.model_name)
         return data
@@ -143,7 +142,7 @@ def _norm(value: Any) -> Any:
 
 def settings_from_saved(saved: dict[str, Any], **changes: Any) -> TuneSettings:
     """The settings a run folder's ``tune.json`` records, with ``changes`` (None: keep)."""
-    names = {f.name for f in dataclasses.fields(TuneSettings)} - {"extra"}
+    names = {f.name for f in dataclasses.fields(TuneSettings)}
     data = {k: v for k, v in saved.items() if k in names}
     data.update({k: v for k, v in changes.items() if v is not None})
     if isinstance(data.get("train"), list):
