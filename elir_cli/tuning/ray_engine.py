@@ -39,6 +39,7 @@ INSTALL_HINT = 'pip install "elir-cli[ray]"'
 def _worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: one rank of the run (errors go to the driver as data, with their hint)."""
     import ray.train
+    import ray.train.torch
 
     from .loop import Tuner
     from .parallel import from_process_group
@@ -47,7 +48,8 @@ def _worker(config: dict[str, Any]) -> None:
     channel = config["queue"]
     context = ray.train.get_context()
     try:
-        settings = settings_from_saved(config["settings"])
+        device = ray.train.torch.get_device()  # the GPU Ray Train gave this worker (its index among the visible)
+        settings = settings_from_saved(config["settings"], **({"device": str(device)} if device.type == "cuda" else {}))
         dist = from_process_group(local_rank=context.get_local_rank())
 
         def send(event: TuneEvent) -> None:
