@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -35,33 +34,18 @@ from elir_cli.errors import CheckpointError, ModelNotAvailableError, UsageError
 from elir_cli.tuning import Tuner, TuneSettings
 from elir_cli.tuning.data import Geometry, ImageFolder, PairSource, TrainingSet, degradation, pair
 from elir_cli.tuning.loop import CHECKPOINT_FILE, SETTINGS_FILE, SUMMARY_FILE
-from tests.helpers import DATA
 from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weights
 from tests.helpers.torch_threads import one_torch_thread  # noqa: F401  (autouse: one torch thread)
+from tests.helpers.tunephotos import corner_photos
 
-FACES = DATA / "photos" / "faces"
-CORNER = 256
 SIZE = 64
 TASK = "denoising"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the CLI's processes too: two threads on a loaded 2-core machine crawl
 
 
-def make_photos(folder: Path, *, corner: int = CORNER, names: tuple[str, ...] = ("astronaut.png", "camera.png",
-                                                                              "grace_hopper.jpg")) -> Path:
-    """The four corners of each real portrait, as PNGs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        image = Image.open(FACES / name).convert("RGB")
-        width, height = image.size
-        corners = [(0, 0), (width - corner, 0), (0, height - corner), (width - corner, height - corner)]
-        for i, (x, y) in enumerate(corners):
-            image.crop((x, y, x + corner, y + corner)).save(folder / f"{Path(name).stem}_{i}.png")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_photos(tmp_path_factory.mktemp("photos") / "hq")
+    return corner_photos(tmp_path_factory.mktemp("photos") / "hq")
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +266,7 @@ def test_the_exported_file_restores_by_path_and_by_name_and_evaluates(tuned: Pat
 def test_what_cannot_work_is_refused_in_one_line(photos: Path, weights: Path, tmp_path: Path) -> None:
     tiny = ["--weights", str(weights), "--teacher", "self", "--device", "cpu", "--steps", "2"]
     common = ["--task", TASK, *tiny]
-    few = make_photos(tmp_path / "few", names=("astronaut.png",))
+    few = corner_photos(tmp_path / "few", names=("astronaut.png",))
     line = assert_one_line_error(run_elir("tune", *common, "--hq", str(few), "-o", str(tmp_path / "a"),
                                           env=ONE_THREAD))
     assert "too few images to train: 4 in --hq (1 held out for validation), at least 9 needed" in line
