@@ -24,6 +24,7 @@ TEST_COMMAND = 'python -m pip install -e ".[test]" && python -m pytest'
 KEY_PAGES = ["index.html", "guides/photos/index.html", "guides/python/index.html", "guides/video/index.html",
              "guides/server/index.html", "guides/cluster/index.html", "guides/precision/index.html",
              "guides/weights/index.html", "guides/export/index.html", "guides/eval/index.html",
+             "guides/tune/index.html",
              "performance/index.html", "performance-log/index.html", "development/index.html",
              "reference/cli/index.html", "reference/options/index.html", "reference/api/index.html",
              "images/serve-page.png", "images/batch-report.png"]
@@ -46,7 +47,7 @@ def test_cli_reference_is_current() -> None:
 def test_cli_reference_has_every_command() -> None:
     page = (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
     for command in ["restore", "batch", "degrade", "eval", "serve", "export", "models list", "models download",
-                    "models info", "models import", "models verify", "models remove", "models publish"]:
+                    "models info", "models import", "models verify", "models remove", "models publish", "tune"]:
         assert f"`elir {command}`" in page, command
     assert "--fidelity" in page and "--engine" in page and "--write-manifest" in page
 

@@ -60,7 +60,7 @@ def test_the_source_tree_finds_its_manifest_without_an_install() -> None:
 EXTRA_OF = {"elir_cli/serve/": "serve", "elir_cli/evaluation/": "eval", "elir_cli/distributed/": "ray",
             "elir_cli/video/": "video", "elir_cli/export/": "onnx", "elir_cli/model/openvino_backend.py": "openvino",
             "elir_cli/model/onnxruntime_backend.py": "onnx",
-            "elir_cli/integrations/spandrel.py": "spandrel"}
+            "elir_cli/integrations/spandrel.py": "spandrel", "elir_cli/tuning/ray_engine.py": "ray"}
 # Modules the host application provides, not PyPI: ComfyUI's own (the node pack runs inside it).
 HOST_PROVIDED = {"elir_cli/integrations/comfyui/": {"comfy", "folder_paths"}}
 

@@ -67,6 +67,7 @@ def _register_commands() -> None:
     from .export import EXPORT_EPILOG, export
     from .restore import BATCH_EPILOG, RESTORE_EPILOG, batch, restore
     from .serve import SERVE_EPILOG, serve
+    from .tune import TUNE_EPILOG, tune
 
     app.command(epilog=RESTORE_EPILOG)(restore)
     app.command(epilog=BATCH_EPILOG)(batch)
@@ -75,6 +76,7 @@ def _register_commands() -> None:
     app.command(epilog=SERVE_EPILOG)(serve)
     app.command(epilog=EXPORT_EPILOG)(export)
     app.command(epilog=DOCTOR_EPILOG)(doctor)
+    app.command(epilog=TUNE_EPILOG)(tune)
 
 
 _register_commands()

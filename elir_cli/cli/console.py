@@ -18,6 +18,11 @@ class StderrConsole:
     def is_terminal(self) -> bool:
         return self._console.is_terminal
 
+    @property
+    def rich(self) -> Any:
+        """The rich Console itself (what rich's live displays take: they enter it as a context)."""
+        return self._console
+
     def print(self, message: Any, *, force: bool = False) -> None:
         if force or not self.quiet:
             self._console.print(message)

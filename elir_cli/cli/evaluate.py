@@ -131,7 +131,7 @@ class _progress:
             return None
         from rich.progress import Progress
 
-        self._bar = Progress(console=self.console, transient=True)
+        self._bar = Progress(console=self.console.rich, transient=True)  # the rich Console: Live enters it
         self._bar.start()
         task_id = self._bar.add_task(self.title, total=None)
 

@@ -28,7 +28,7 @@ app = ElirTyper(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-TaskArgument = Annotated[str, typer.Argument(help="Task name, e.g. bfr (see `elir models list`).")]
+TaskArgument = Annotated[str, typer.Argument(help="Task name, e.g. bfr, or a local model's name (see `elir models list`).")]
 MB = 1_000_000
 SHORT_COMMIT = 12
 
@@ -115,6 +115,28 @@ def list_models(as_json: JsonOption = False) -> None:
         table.add_row(r["task"], r["title"], size, str(r["steps"]), f"{r['parameters'] / MB:.1f}M",
                       f"{r['download_bytes'] / MB:.0f}MB", "yes" if r["cached"] else "no", source)
     _stdout().print(table)
+    _print_local_models()
+
+
+def _print_local_models() -> None:
+    """The local models (``elir tune``'s, in the store) under the tasks, when there are any."""
+    from rich import box
+    from rich.table import Table
+
+    from elir_cli.registry.local import local_models
+
+    found = local_models()
+    if not found:
+        return
+    table = Table(title="local models (elir tune; use with --weights NAME)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("name", "task", "size", "best", "created", "source"):
+        table.add_column(column, no_wrap=True)
+    for m in found:
+        best = m.details.get("best", {}).get(m.details.get("best_by", ""))
+        table.add_row(m.name, m.task, f"{m.size / MB:.0f}MB",
+                      f"{m.details.get('best_by')} {best:.4g}" if isinstance(best, float) else "-", m.created,
+                      "local" if Path(m.path).is_file() else "local (file missing)")
+    _stdout().print(table)
 
 
 @app.command()
@@ -163,6 +185,14 @@ def info(task: TaskArgument, as_json: JsonOption = False) -> None:
 
       elir models info bfr
     """
+    from elir_cli.registry.local import read_local_model
+    from elir_cli.registry.tasks import task_names
+
+    local = read_local_model(task) if task not in task_names() else None
+    if local is not None:  # a local model (elir tune)
+        typer.echo(json.dumps(local.to_json(), indent=2) if as_json else
+                   "\n".join(f"{k.ljust(8)}  {v}" for k, v in local.to_json().items()))
+        return
     r = _status_dict(task)
     if as_json:
         typer.echo(json.dumps(r, indent=2))
@@ -309,8 +339,11 @@ def remove(task: TaskArgument) -> None:
       elir models remove bfr
     """
     from elir_cli.registry.inventory import remove_task_weights
+    from elir_cli.registry.local import read_local_model, remove_local_model
+    from elir_cli.registry.tasks import task_names
 
-    removed = remove_task_weights(task)
+    local = task not in task_names() and read_local_model(task) is not None
+    removed = remove_local_model(task) if local else remove_task_weights(task)
     for path in removed:
         typer.echo(f"removed\t{path}")
     if not removed:

@@ -127,6 +127,11 @@ def plan_folders(src: Folder, dst: Folder, *, suffix: str = "") -> list[RemoteIt
     return [RemoteItem(relative=rel, output=name.as_posix()) for rel, name in zip(found, names)]
 
 
+def list_images(folder: Folder) -> list[str]:
+    """Every image under ``folder`` (relative paths, by content, sorted as the local walk), no hidden names."""
+    return [rel for rel in _list(folder, exclude=None) if _is_image(folder, rel)]
+
+
 def existing_outputs(dst: Folder) -> set[str]:
     """Every file under ``dst`` (relative paths), listed once for the skip-if-done rule."""
     return set(_list(dst, exclude=None, missing_ok=True))

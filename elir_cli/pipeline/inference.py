@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from elir_cli.errors import UsageError
@@ -51,7 +50,7 @@ def load_model(source: "str | os.PathLike[str]", task: str | None = None, device
     Ray workers, video) load through it too.
     """
     from elir_cli.model.runtime import compile_model, runtime_for
-    from elir_cli.registry.loading import load_float32_model, weights_path
+    from elir_cli.registry.loading import load_float32_model, source_task, weights_path
     from elir_cli.registry.store import recorded_sha256
 
     from .calibration import choose_precision
@@ -65,8 +64,8 @@ def load_model(source: "str | os.PathLike[str]", task: str | None = None, device
                          option="compile", value=True, mentions=("backend",),
                          hint="drop {compile}, or use {backend} torch")
     path = weights_path(source)
-    if task is None and path != Path(source):  # a task name
-        task = str(source)
+    if task is None:  # a task name, or a local model's name
+        task = source_task(source)
     model = load_float32_model(path, task=task)
     if task is not None and model.task and model.task != task:
         raise UsageError(f"the weights {path} are for task {model.task!r}, not {task!r}", option="weights",

@@ -158,6 +158,10 @@ class PhotoRestorer:
                 from elir_cli.registry.hub import ensure_task_weights
 
                 path = ensure_task_weights(task)
+            elif not path.is_file() and os.sep not in source:  # a local model's name (elir tune)
+                from elir_cli.registry.local import local_model_path
+
+                path = local_model_path(source) or path
             self._files[source] = path
         return self._files[source]
 

@@ -21,13 +21,31 @@ if TYPE_CHECKING:
 
 
 def weights_path(source: str | os.PathLike[str]) -> Path:
-    """``source`` as a file: a path as given, or a task name's registry weights (fetched once)."""
+    """``source`` as a file: a path as given, a task name's registry weights (fetched once),
+    or a local model's file (``elir tune``; :mod:`.local`)."""
     path = Path(source)
-    if not path.exists() and isinstance(source, str) and os.sep not in source and source in task_names():
-        from .hub import ensure_task_weights
+    if isinstance(source, str) and os.sep not in source:
+        if not path.exists() and source in task_names():
+            from .hub import ensure_task_weights
 
-        return ensure_task_weights(source)
+            return ensure_task_weights(source)
+        if not path.is_file():  # a folder of that name (the tune run's, say) is no weights file
+            from .local import local_model_path
+
+            return local_model_path(source) or path
     return path
+
+
+def source_task(source: str | os.PathLike[str]) -> str | None:
+    """The task a weights source names by itself: a task name's, or a local model's; else None."""
+    if not isinstance(source, str) or os.sep in source or Path(source).is_file():
+        return None
+    if source in task_names():
+        return source
+    from .local import read_local_model
+
+    model = read_local_model(source)
+    return model.task if model is not None else None
 
 
 def load_float32_model(source: str | os.PathLike[str], task: str | None = None,
@@ -41,8 +59,7 @@ def load_float32_model(source: str | os.PathLike[str], task: str | None = None,
     from elir_cli.model.checkpoint import read_checkpoint
 
     path = weights_path(source)
-    if path != Path(source):
-        task = task or str(source)
+    task = task or source_task(source)
     ckpt = read_checkpoint(path)
     model = build_task_model(ckpt, task, source=str(path))
     return model.to(device)

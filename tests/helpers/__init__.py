@@ -9,6 +9,7 @@
 - ``tiny``, ``goldens``, ``reference_elir``: tiny random ELIRs, the authors' golden
   checkpoints rebuilt from ``tests/data/elir-format``, an independent functional forward.
 - ``facephotos``, ``videoclips``: photos and collages with known faces; short clips made with ffmpeg.
+- ``tunephotos``: the real portraits' corners, the ``elir tune`` tests' training photos.
 - ``drifting``: plug-in face restorers that drift on purpose (another person's face blended in), so
   that the faithfulness guard's answer is known.
 - ``spandrel_zoo``: a small state dict of every architecture spandrel detects (needs spandrel,
