@@ -115,7 +115,7 @@ def main() -> None:
                 if step >= args.warmup:
                     data_s.append(t1 - t0)
                     step_s.append(t2 - t1)
-                print(f"step {step + 1}: data {t1 - t0:.3f} s, step {t2 - t1:.3f} s, loss {float(terms.total):.4g}"
+                print(f"step {step + 1}: data {t1 - t0:.3f} s, step {t2 - t1:.3f} s, loss {float(terms.total.detach()):.4g}"
                       + (" (warm-up)" if step < args.warmup else ""), file=sys.stderr)
 
     total = [a + b for a, b in zip(data_s, step_s)]

@@ -190,8 +190,8 @@ def info(task: TaskArgument, as_json: JsonOption = False) -> None:
 
     local = read_local_model(task) if task not in task_names() else None
     if local is not None:  # a local model (elir tune)
-        typer.echo(json.dumps(local.to_json(), indent=2) if as_json else
-                   "\n".join(f"{k.ljust(8)}  {v}" for k, v in local.to_json().items()))
+        typer.echo(json.dumps(local.to_json(), indent=2) if as_json else "\n".join(
+            f"{k.ljust(8)}  {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in local.to_json().items()))
         return
     r = _status_dict(task)
     if as_json:
