@@ -34,23 +34,12 @@ from elir_cli.errors import CheckpointError, ModelNotAvailableError, UsageError
 from elir_cli.tuning import Tuner, TuneSettings
 from elir_cli.tuning.data import Geometry, ImageFolder, PairSource, TrainingSet, degradation, pair
 from elir_cli.tuning.loop import CHECKPOINT_FILE, SETTINGS_FILE, SUMMARY_FILE
-from tests.helpers.cli_helpers import assert_one_line_error, run_elir, tiny_weights
+from tests.helpers.cli_helpers import assert_one_line_error, run_elir
 from tests.helpers.torch_threads import one_torch_thread  # noqa: F401  (autouse: one torch thread)
-from tests.helpers.tunephotos import corner_photos
+from tests.helpers.tunephotos import TASK, corner_photos, photos, weights  # noqa: F401  (fixtures)
 
 SIZE = 64
-TASK = "denoising"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the CLI's processes too: two threads on a loaded 2-core machine crawl
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return corner_photos(tmp_path_factory.mktemp("photos") / "hq")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_weights(tmp_path_factory.mktemp("weights"), TASK)
 
 
 def settings(photos: Path, weights: Path, out: Path, **changes: Any) -> TuneSettings:

@@ -24,26 +24,14 @@ from safetensors.torch import load_file
 
 from elir_cli.tuning import Tuner, TuneSettings
 from elir_cli.tuning.loop import CHECKPOINT_FILE
-from tests.helpers.cli_helpers import tiny_weights
 from tests.helpers.torch_threads import one_torch_thread  # noqa: F401  (autouse: one torch thread)
-from tests.helpers.tunephotos import corner_photos
+from tests.helpers.tunephotos import TASK, photos, weights  # noqa: F401  (fixtures)
 
 STEPS = 2
-TASK = "denoising"
 SIZE = 64
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 DDP_TOLERANCE = 1e-5  # float sums in another order; AdamW's first steps are ~lr / |g| * g
 LR = 1e-4
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return corner_photos(tmp_path_factory.mktemp("photos") / "hq")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_weights(tmp_path_factory.mktemp("weights"), TASK)
 
 
 def settings(photos: Path, weights: Path, out: Path) -> TuneSettings:

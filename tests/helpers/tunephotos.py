@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.helpers import DATA
+from tests.helpers.cli_helpers import tiny_weights
 
 FACES = DATA / "photos" / "faces"
 PORTRAITS = ("astronaut.png", "camera.png", "grace_hopper.jpg")
 CORNER = 256
+TASK = "denoising"  # the tune tests' task: the smallest input (256), no face detection
 
 
 def corner_photos(folder: Path, *, corner: int = CORNER, names: tuple[str, ...] = PORTRAITS) -> Path:
@@ -23,3 +26,15 @@ def corner_photos(folder: Path, *, corner: int = CORNER, names: tuple[str, ...] 
         for i, (x, y) in enumerate(corners):
             image.crop((x, y, x + corner, y + corner)).save(folder / f"{Path(name).stem}_{i}.png")
     return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's training photos: the 12 corners of the portraits."""
+    return corner_photos(tmp_path_factory.mktemp("photos") / "hq")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's starting weights: a tiny random model of :data:`TASK`."""
+    return tiny_weights(tmp_path_factory.mktemp("weights"), TASK)
