@@ -105,11 +105,20 @@ class OpenVinoStage(nn.Module):
         self.loaded_from: dict[str, str] = {}
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.precision == INT8 and _too_small_for_int8(self.name, inputs[0]):
+            return self._float32_stage()(*inputs)
         arrays = [t.detach().to("cpu", torch.float32).contiguous().numpy() for t in inputs]
         shapes = tuple(tuple(a.shape) for a in arrays)
         compiled = self._compiled.get(shapes) or self._compile(shapes)
         result = compiled(arrays)[0]
         return torch.from_numpy(result.copy())  # the request reuses its output buffer at the next call
+
+    def _float32_stage(self) -> "OpenVinoStage":
+        """This network at fp32 on OpenVINO (for inputs :func:`_too_small_for_int8`), made on first need."""
+        if "_fp32" not in self.__dict__:
+            self.__dict__["_fp32"] = OpenVinoStage(self.name, self._torch_module, "fp32", example=self._example,
+                                                   cache_dir=self.cache_dir, threads=self.threads)
+        return self.__dict__["_fp32"]
 
     # -- converting, compiling, caching ------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -167,6 +176,20 @@ class OpenVinoStage(nn.Module):
         if xml is not None:
             _save_ir(self._ov_model, xml)
         return self._ov_model
+
+
+# The smallest latent side the int8 networks run at. OpenVINO 2026.4's int8 kernels crashed
+# the process (a segmentation fault, which nothing can catch) on a 64 x 64 image (8 x 8 latent,
+# 2 x 2 inside the vector field) with oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, on an
+# AVX-512 CPU); 128 x 128 (16 x 16) and larger ran. Smaller inputs, rare for ELIR (faces are 256
+# or 512; bsr tiles are 512), run that network at fp32 instead: a little slower, never a crash.
+INT8_MIN_LATENT_SIDE = 16
+LATENT_FACTOR = 8  # the encoder's input is the image: 8 times the latent's side
+
+
+def _too_small_for_int8(stage: str, x: torch.Tensor) -> bool:
+    side = min(x.shape[-2:]) // (LATENT_FACTOR if stage == "enc" else 1)
+    return x.ndim == 4 and side < INT8_MIN_LATENT_SIDE
 
 
 def convert(module: nn.Module, example: tuple[torch.Tensor, ...]) -> Any:
