@@ -183,9 +183,17 @@ def test_one_adamw_step_and_ema_update_equal_the_authors(task: str) -> None:
 
     for k in meta_json("full_tensors"):
         want = g[f"{task}.grad.{k}"]
-        assert (grads[k] - want).abs().max().item() <= GRAD_REL_TOL * want.abs().max().item() + GRAD_FLOOR, k
-        assert (w1[k] - g[f"{task}.w1.{k}"]).abs().max().item() <= WEIGHT_TOL, k
-        assert (e1[k] - g[f"{task}.ema1.{k}"]).abs().max().item() <= WEIGHT_TOL, k
+        tol = GRAD_REL_TOL * want.abs().max().item() + GRAD_FLOOR
+        assert (grads[k] - want).abs().max().item() <= tol, k
+        # AdamW's first step moves each weight by lr * g / (|g| + eps): the same wherever the gradient
+        # is clear of its rounding (the kernels of another ISA cannot flip its sign); where the gradient
+        # is rounding noise, by up to 2 lr either way (with AVX2 forced, against goldens recorded with
+        # AVX-512: 1.7e-5 in one bsr tensor).
+        steady = want.abs() > 2 * tol
+        for got, recorded in ((w1[k], g[f"{task}.w1.{k}"]), (e1[k], g[f"{task}.ema1.{k}"])):
+            diff = (got - recorded).abs()
+            assert diff[steady].max().item() <= WEIGHT_TOL, k
+            assert diff.max().item() <= 2 * lr + WEIGHT_TOL, k
     for k in meta_json("w1_only_tensors"):
         assert (w1[k] - g[f"{task}.w1.{k}"]).abs().max().item() <= WEIGHT_TOL, k
 
