@@ -105,11 +105,13 @@ def test_auto_uses_int8_exactly_when_the_record_says_it_passes_and_pays(
         quantized: tuple[elir_cli.ElirModel, list[str]], int8_weights: Path) -> None:
     record = read_calibration(sha256_file(int8_weights), "int8", INT8_KIND)
     assert record is not None
-    auto = elir_cli.load_model(int8_weights, device="cpu")  # --backend auto --precision auto
+    said: list[str] = []
+    auto = elir_cli.load_model(int8_weights, device="cpu", log=said.append)  # --backend auto --precision auto
     native = resolve_runtime("cpu", "auto", "torch").precision
-    uses, _ = int8_verdict(record, native)
+    uses, why = int8_verdict(record, native)
     assert (auto.precision == "int8") == uses
     assert auto.backend == ("openvino" if uses else "torch")
+    assert (f"Using int8 (openvino) instead of {native}, by its calibration record: {why}" in said) == uses
     # --backend torch never leaves PyTorch
     assert elir_cli.load_model(int8_weights, device="cpu", backend="torch").backend == "torch"
 

@@ -189,8 +189,10 @@ def choose_precision(model: "ElirModel", runtime: "Runtime", *, weights: Path | 
         return _int8_choice(model, runtime, sha256=sha256, task=task or model.task, force=force, say=say, faces=faces)
     if runtime.int8_candidate and not force and sha256 is not None and (task or model.task):
         record = read_calibration(sha256, "int8", INT8_KIND)
-        if record is not None and int8_verdict(record, runtime.precision)[0] and _int8_cached(sha256):
+        uses, why = int8_verdict(record, runtime.precision) if record is not None else (False, "")
+        if uses and _int8_cached(sha256):
             chosen = int8_runtime(runtime)
+            say(f"Using int8 (openvino) instead of {runtime.precision}, by its calibration record: {why}")
             return Choice(prepare(model, chosen, sha256), chosen, record)
     if runtime.compute_dtype is None or not runtime.auto:
         return Choice(prepare(model, runtime, sha256), runtime, None)
