@@ -104,6 +104,34 @@ def test_a_resumed_run_ends_bitwise_where_an_uninterrupted_one_ends(photos: Path
     assert not torch.equal(start["fmir.first_proj.weight"], a["model.fmir.first_proj.weight"])
 
 
+def test_a_run_stopped_in_its_first_validation_resumes_to_the_uninterrupted_result(
+        photos: Path, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = Tuner(settings(photos, weights, tmp_path / "whole", steps=2), register=False).run()
+    real = Tuner._validate_and_keep
+
+    def interrupted(self: Tuner, step: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the step-0 validation (minutes at 512 on a CPU)
+
+    monkeypatch.setattr(Tuner, "_validate_and_keep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Tuner(settings(photos, weights, tmp_path / "parts", steps=2), register=False).run()
+    monkeypatch.setattr(Tuner, "_validate_and_keep", real)
+    assert (tmp_path / "parts" / CHECKPOINT_FILE).is_file() and (tmp_path / "parts" / SETTINGS_FILE).is_file()
+    resumed = Tuner(settings(photos, weights, tmp_path / "parts", steps=2), resume=True, register=False).run()
+    assert resumed.history == whole.history and resumed.best_step == whole.best_step
+    assert all(torch.equal(x, load_file(str(resumed.weights))[k]) for k, x in load_file(str(whole.weights)).items())
+
+
+def test_local_paths_are_kept_absolute_and_names_and_urls_as_given(photos: Path, weights: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Train workers run in folders of their own, and a run may be resumed from elsewhere."""
+    monkeypatch.chdir(photos.parent)
+    s = settings(Path(photos.name), weights, tmp_path / "run", teacher="self")
+    assert s.hq == str(photos.resolve()) and s.teacher == "self"
+    assert settings(photos, Path("not-here"), tmp_path / "run").weights == "not-here"  # a local model's name
+    assert settings(photos, weights, tmp_path / "run", val="file:///x").val == "file:///x"
+
+
 def test_resume_refuses_other_settings_and_a_second_run_in_one_folder(photos: Path, weights: Path,
                                                                        tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from elir_cli.errors import ChecksumMismatchError, UsageError
+from elir_cli.errors import ChecksumMismatchError, ElirError, UsageError
 from .typer_app import ElirTyper
 
 app = ElirTyper(
@@ -321,8 +321,12 @@ def _recalibrate(device: str, results: list[Any]) -> list[dict[str, Any]]:
         if r.name not in task_names():
             continue
         for each in runtimes:
-            choice = choose_precision(load_float32_model(r.path, task=r.name), each, weights=Path(r.path),
-                                      sha256=r.sha256, task=r.name, force=True, log=err.print)
+            try:
+                choice = choose_precision(load_float32_model(r.path, task=r.name), each, weights=Path(r.path),
+                                          sha256=r.sha256, task=r.name, force=True, log=err.print)
+            except ElirError as exc:  # one task's failure: said, and the others still calibrate
+                err.print(f"{r.name}: {each.precision} calibration failed: {exc.message}")
+                continue
             if choice.record is None:
                 err.print(f"{r.name}: {choice.note}")
                 continue

@@ -76,7 +76,9 @@ def decide_here(settings: RestoreSettings, weights_files: Mapping[str, "Path | s
     if runtime.compute_dtype is None:  # auto is float32 here: nothing to calibrate
         return Decision(FP32, runtime.describe())
     files = {source: Path(path) for source, path in weights_files.items()}
-    restorer = PhotoRestorer(replace(settings, device=device), log=say, weights_files=files)
+    # the workers get a torch precision: calibrate that one here, not the int8 that --backend auto may use
+    backend = "torch" if settings.backend == "auto" else settings.backend
+    restorer = PhotoRestorer(replace(settings, device=device, backend=backend), log=say, weights_files=files)
     recorded = _recorded(settings, restorer.fetch_weights(), runtime.precision, runtime.device.type)
     if recorded is not None:
         chosen = recorded
@@ -87,7 +89,9 @@ def decide_here(settings: RestoreSettings, weights_files: Mapping[str, "Path | s
         precisions = {restorer.model.precision}
         if settings.bg_task:
             precisions.add(restorer.bg_model.precision)
-        chosen = FP32 if FP32 in precisions else runtime.precision
+        # the torch precision the models ended at (int8 on OpenVINO is not handed to workers by auto:
+        # they then run auto's torch precision only where it was calibrated, else fp32)
+        chosen = runtime.precision if precisions == {runtime.precision} else FP32
     return Decision(chosen, f"{runtime.device.type} ({chosen}, auto)")
 
 

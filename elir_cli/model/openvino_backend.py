@@ -167,9 +167,12 @@ class OpenVinoStage(nn.Module):
                 self._ov_model = ov.Core().read_model(str(xml))
                 return self._ov_model
             except RuntimeError:
-                pass
+                if self.precision == INT8:  # damaged: removed, so the next int8 run quantizes afresh
+                    xml.unlink(missing_ok=True)
+                    xml.with_suffix(".bin").unlink(missing_ok=True)
         if self.precision == INT8:  # quantizing needs a calibration set: pipeline.calibration does it
-            raise ElirError(f"the int8 {self.name} network of these weights is not in the OpenVINO cache",
+            raise ElirError(f"the int8 {self.name} network of these weights is not in the OpenVINO cache "
+                            "(or could not be read)",
                             hint="run with --precision int8 once to quantize it (or elir models verify --precision)")
         self._ov_model = convert(self._torch_module, self._example)
         self.loaded_from["ir"] = "converted"

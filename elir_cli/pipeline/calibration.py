@@ -270,6 +270,10 @@ def _int8_choice(model: "ElirModel", runtime: "Runtime", *, sha256: str | None, 
         except FileNotFoundError as exc:
             raise ElirError(f"int8 could not be calibrated: {first_line(exc, 200)}",
                             hint="reinstall elir-cli (its calibration faces are missing)") from exc
+        except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # OpenVINO's and NNCF's errors
+            raise ElirError(f"int8 quantization failed: {first_line(exc, 200)}",
+                            hint="use --precision auto (or fp32/bf16); elir doctor shows the OpenVINO and NNCF "
+                                 "in use") from exc
         if sha256 is not None:
             try:
                 write_calibration(record)

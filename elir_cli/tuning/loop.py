@@ -203,10 +203,12 @@ class Tuner:
             if not self.resuming:
                 self._refuse_if_too_slow()
             if self.dist.is_main:
+                if not self.resuming:  # first: a run stopped anywhere after its settings are written can resume
+                    self._checkpoint()
                 write_json(self.out / SETTINGS_FILE, self.settings.resolved())
-                if not self.resuming:
+                if self.step == 0 and not self.history:  # a new run, or one stopped during its first validation
                     self._validate_and_keep(0)
-                    self._checkpoint()  # so that a run stopped before its first validation can resume
+                    self._checkpoint()
             self._emit(TuneEvent("start", self.step, self.settings.steps))
             self._train(started, seconds_before)
             torch_version = torch.__version__
@@ -383,7 +385,8 @@ class Tuner:
             loss = self.dist.mean(self._one_step(self.model, self.optimizer, step, self.ema))
             if not math.isfinite(loss):
                 raise UsageError(f"the loss became {loss} at step {step + 1}", option="lr", value=s.learning_rate,
-                                 hint="lower {lr}; the last checkpoint and best weights are kept")
+                                 hint="start a new run (another -o folder) with a lower {lr}; this run's best "
+                                      "weights are kept, and --weights RUN/best.safetensors starts from them")
             self.step = step + 1
             now = time.perf_counter()
             recent.append(now - last)
@@ -480,5 +483,5 @@ def tune(settings: TuneSettings, *, resume: bool = False, on_event: Callable[[Tu
     """Run ``settings`` in this process, or as this rank of the ranks ``torchrun`` started."""
     from .parallel import from_environment
 
-    return Tuner(settings, resume=resume, on_event=on_event, log=log, distributed=from_environment(),
+    return Tuner(settings, resume=resume, on_event=on_event, log=log, distributed=from_environment(settings.device),
                  metric_factory=metric_factory, register=register).run()

@@ -93,8 +93,12 @@ class Distributed:
         return "cpu" if requested == "auto" else requested
 
 
-def from_environment() -> Distributed:
-    """The ranks ``torchrun`` started (joining their process group), or one process."""
+def from_environment(device: str = "auto") -> Distributed:
+    """The ranks ``torchrun`` started (joining their process group), or one process.
+
+    NCCL when the run is on CUDA (``device`` auto or cuda with a GPU present), gloo otherwise:
+    ``--device cpu`` on a machine with a GPU keeps its tensors on the CPU, which NCCL cannot reduce.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return Distributed()
@@ -104,7 +108,7 @@ def from_environment() -> Distributed:
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if torch.cuda.is_available() and device.split(":")[0] in ("auto", "cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)

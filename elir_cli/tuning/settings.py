@@ -66,6 +66,13 @@ class TuneSettings:
 
         get_task(self.task)
         object.__setattr__(self, "out", Path(self.out))
+        # Local paths as absolute ones: Ray Train workers run in folders of their own, and a run
+        # resumed from another folder must read the same files (URLs and local model names stay).
+        for name, kind in (("hq", Path.is_dir), ("lq", Path.is_dir), ("val", Path.is_dir), ("val_lq", Path.is_dir),
+                           ("weights", Path.is_file), ("teacher", Path.is_file)):  # a file: not a model's name
+            value = getattr(self, name)
+            if isinstance(value, (str, Path)) and "://" not in str(value) and kind(Path(value)):
+                object.__setattr__(self, name, str(Path(value).resolve()))
         if self.train is not None:
             object.__setattr__(self, "train", tuple(self.train))
         checks = [
