@@ -9,6 +9,7 @@ that cache as a user's second run does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -77,6 +78,13 @@ def test_int8_is_quantized_once_measured_recorded_and_close_to_fp32(
     # the quantized networks are in the weights file's OpenVINO cache
     folder = cache_folder(openvino_cache_dir(sha))
     assert all(int8.ir_path(folder, name).is_file() for name in STAGES)
+    # their compiled blobs name the quantization they came from (a digest of the IR's weights)
+    blobs = sorted(folder.glob("*.int8.*.blob"))
+    assert {b.name.split(".")[0] for b in blobs} == set(STAGES)
+    for blob in blobs:
+        stage, _, digest = blob.name.split(".")[:3]
+        weights_bin = int8.ir_path(folder, stage).with_suffix(".bin")
+        assert digest == hashlib.sha256(weights_bin.read_bytes()).hexdigest()[:12], blob.name
     # --precision int8 says its measured dB
     assert any(f"int8 (openvino): {record.psnr_db:.1f} dB vs fp32" in line for line in said), said
 

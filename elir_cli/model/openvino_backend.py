@@ -97,10 +97,15 @@ class OpenVinoStage(nn.Module):
         self._example = example
         # the converted model (any shape), on first need; at int8 the quantized one (model.int8)
         self._ov_model = converted
+        # int8: which quantization this stage holds (a digest of its IR's weights), in its blobs' names,
+        # so a process still holding an older quantization never hands its blobs to a newer one
+        self._quantization: str | None = None
         if converted is not None and cache_dir is not None:  # a new quantization: its old blobs are stale
             for stale in cache_dir.glob(f"{name}.{precision}.*.blob"):
                 stale.unlink(missing_ok=True)
             _save_ir(converted, self._ir_path())
+            if precision == INT8:
+                self._quantization = _digest(self._ir_path().with_suffix(".bin"))
         self._compiled: dict[tuple[tuple[int, ...], ...], Any] = {}
         self.loaded_from: dict[str, str] = {}
 
@@ -128,8 +133,7 @@ class OpenVinoStage(nn.Module):
     def _compile(self, shapes: tuple[tuple[int, ...], ...]) -> Any:
         ov = require_openvino()
         core = ov.Core()
-        blob = None if self.cache_dir is None else \
-            self.cache_dir / f"{self.name}.{self.precision}.t{self.threads}.{_shape_key(shapes)}.blob"
+        blob = self._blob_path(shapes)
         key = _shape_key(shapes)
         if blob is not None and blob.is_file():
             try:
@@ -152,6 +156,19 @@ class OpenVinoStage(nn.Module):
                 pass
         self._compiled[shapes] = compiled
         return compiled
+
+    def _blob_path(self, shapes: tuple[tuple[int, ...], ...]) -> Path | None:
+        """Where the compiled model for ``shapes`` is cached (None: not cached)."""
+        if self.cache_dir is None:
+            return None
+        precision = self.precision
+        if precision == INT8:
+            if self._quantization is None:  # read from the cache: the quantization on disk now
+                self._quantization = _digest(self._ir_path().with_suffix(".bin"))
+            if self._quantization is None:
+                return None
+            precision = f"{INT8}.{self._quantization}"
+        return self.cache_dir / f"{self.name}.{precision}.t{self.threads}.{_shape_key(shapes)}.blob"
 
     def _ir_path(self) -> Path:
         assert self.cache_dir is not None
@@ -188,6 +205,16 @@ class OpenVinoStage(nn.Module):
 # or 512; bsr tiles are 512), run that network at fp32 instead: a little slower, never a crash.
 INT8_MIN_LATENT_SIDE = 16
 LATENT_FACTOR = 8  # the encoder's input is the image: 8 times the latent's side
+
+
+def _digest(path: Path) -> str | None:
+    """A short digest of a file (None when it cannot be read)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return None
 
 
 def _too_small_for_int8(stage: str, x: torch.Tensor) -> bool:
