@@ -5,7 +5,6 @@ The loaded-model restorer that writes them is :mod:`.restorer`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 
 from elir_cli.errors import UsageError
 
-HASH_CHUNK = 1 << 20
 COMPARE_SUFFIX = "_compare"
 FACES_DIR_BEFORE = "before"
 FACES_DIR_AFTER = "after"
@@ -41,14 +39,6 @@ class PhotoRecord:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from elir_cli.errors import ElirError, OutputExistsError, UsageError, first_line
+from elir_cli.registry.store import sha256_file
 from elir_cli.registry.tasks import get_task
 
-from .files import COMPARE_SUFFIX, FACES_DIR_AFTER, FACES_DIR_BEFORE, OutputName, PhotoRecord, sha256_file, \
-    side_by_side
+from .files import COMPARE_SUFFIX, FACES_DIR_AFTER, FACES_DIR_BEFORE, OutputName, PhotoRecord, side_by_side
 from .photo import RestoreResult, Restorer as CropRestorer, model_restorer, pil_to_array, restore_photo
 from .settings import IMAGE, MODEL, MODEL_FIELDS, OUTPUT, RestoreSettings, with_options
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from elir_cli.errors import UsageError
+from elir_cli.registry.store import sha256_file
 from .data import (MIN_TRAIN_IMAGES, Geometry, ImageFolder, PairSource, TrainingSet, ValidationSet, degradation,
                    derived_seed, pair, split_held_out)
 from .export import BEST_CARD, BEST_WEIGHTS, model_card, write_card, write_json, write_weights
@@ -124,14 +124,6 @@ def check_registration(settings: TuneSettings) -> None:
         raise UsageError(f"a local model named {name!r} exists already (from {taken.origin})",
                          option="name", value=name,
                          hint=f"choose another {{name}}, or remove it: elir models remove {name}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _human(seconds: float) -> str:
@@ -257,7 +249,7 @@ class Tuner:
         model = load_float32_model(source, task=s.task)
         if model.backend != "torch":  # pragma: no cover - load_float32_model builds torch models
             raise UsageError("only a PyTorch model can be tuned")
-        self.base = f"{source} (sha256 {_sha256(path)[:16]})" if s.weights else f"the released {s.task} weights"
+        self.base = f"{source} (sha256 {sha256_file(path)[:16]})" if s.weights else f"the released {s.task} weights"
         self.base_path = path
         self.teacher_name = teacher_source(s.teacher)
         teacher = load_teacher(s.teacher, model, log=self.log)
