@@ -129,6 +129,6 @@ def test_models_info_shows_the_calibration_and_verify_precision_reruns_it(
     text = run_elir("models", "info", "denoising").stdout
     assert b"bf16 on cpu:" in text
     if with_int8:  # the verdict and its reason, from the measured record
-        record = CalibrationRecord(**{**shown[1], "per_image_db": tuple(shown[1]["per_image_db"])})
+        record = CalibrationRecord.from_dict(shown[1])
         uses, why = int8_verdict(record, "bf16")
         assert f"int8 on cpu-openvino: {why} -> auto {'uses int8' if uses else 'does not use it'}".encode() in text

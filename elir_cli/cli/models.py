@@ -80,7 +80,7 @@ def _int8_line(c: dict[str, Any]) -> str:
     from elir_cli.pipeline.calibration import int8_verdict
     from elir_cli.registry.store import CalibrationRecord
 
-    record = CalibrationRecord(**{**c, "per_image_db": tuple(c.get("per_image_db", ()))})
+    record = CalibrationRecord.from_dict(c)
     uses, why = int8_verdict(record, "bf16" if record.bf16_seconds_per_image else "fp32")
     kept = f", {record.reverted} tensors kept in fp32" if record.reverted else ""
     return (f"int8 on {c['device_kind']}: {why} -> auto {'uses int8' if uses else 'does not use it'}; "

@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 INSTALL_HINT = 'pip install "elir-cli[openvino]"'
-PRECISION = "int8"
-# NNCF's default preset for OpenVINO: symmetric weights and activations (the CPU's fastest
-# int8 kernels). Activations after SiLU and the latent are signed, so a mixed preset buys nothing.
 IR_SUFFIX = ".int8.xml"
 
 # (compiled network, items) -> (metric over the items, metric of each item); higher is better.
@@ -85,9 +82,8 @@ class Quantized:
     reverted: int = 0  # quantizers removed by accuracy control (their layers compute in float32)
 
 
-def _dataset(items: Sequence[Any], transform: Callable[[Any], Any] | None = None) -> Any:
-    nncf = require_nncf()
-    return nncf.Dataset(list(items), transform)
+def _dataset(items: Sequence[Any]) -> Any:
+    return require_nncf().Dataset(list(items))
 
 
 def quantize(model: Any, calibration: Sequence[list[np.ndarray]]) -> Quantized:
@@ -123,17 +119,13 @@ def quantize_with_control(model: Any, calibration: Sequence[list[np.ndarray]], i
             model, _dataset(calibration), _dataset(items), validate, max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration), target_device=nncf.TargetDevice.CPU,
             advanced_accuracy_restorer_parameters=restorer)
-    return Quantized(quantized, reverted=max(0, _quantizer_count(plain.model) - _quantizer_count(quantized)))
-
-
-def _quantizer_count(model: Any) -> int:
-    """The FakeQuantize (or FakeConvert) operations of an OpenVINO model: one per quantized tensor."""
-    return sum(1 for op in model.get_ops() if op.get_type_name() in ("FakeQuantize", "FakeConvert"))
+    return Quantized(quantized, reverted=max(0, quantizers(plain.model) - quantizers(quantized)))
 
 
 def quantizers(model: Any) -> int:
-    """How many tensors of ``model`` (an OpenVINO model) are quantized."""
-    return _quantizer_count(model)
+    """How many tensors of ``model`` (an OpenVINO model) are quantized: its FakeQuantize (or
+    FakeConvert) operations, one per quantized tensor."""
+    return sum(1 for op in model.get_ops() if op.get_type_name() in ("FakeQuantize", "FakeConvert"))
 
 
 def ir_path(folder: Path, stage: str) -> Path:

@@ -112,11 +112,8 @@ class OpenVinoStage(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.precision == INT8 and _too_small_for_int8(self.name, inputs[0]):
             return self._float32_stage()(*inputs)
-        arrays = [t.detach().to("cpu", torch.float32).contiguous().numpy() for t in inputs]
-        shapes = tuple(tuple(a.shape) for a in arrays)
-        compiled = self._compiled.get(shapes) or self._compile(shapes)
-        result = compiled(arrays)[0]
-        return torch.from_numpy(result.copy())  # the request reuses its output buffer at the next call
+        shapes = tuple(tuple(t.shape) for t in inputs)
+        return run_compiled(self._compiled.get(shapes) or self._compile(shapes), *inputs)
 
     def _float32_stage(self) -> "OpenVinoStage":
         """This network at fp32 on OpenVINO (for inputs :func:`_too_small_for_int8`), made on first need."""
@@ -171,8 +168,10 @@ class OpenVinoStage(nn.Module):
         return self.cache_dir / f"{self.name}.{precision}.t{self.threads}.{_shape_key(shapes)}.blob"
 
     def _ir_path(self) -> Path:
+        from .int8 import ir_path
+
         assert self.cache_dir is not None
-        return self.cache_dir / f"{self.name}{'.int8' if self.precision == INT8 else ''}.xml"
+        return ir_path(self.cache_dir, self.name) if self.precision == INT8 else self.cache_dir / f"{self.name}.xml"
 
     def _converted(self) -> Any:
         if self._ov_model is not None:
@@ -205,6 +204,12 @@ class OpenVinoStage(nn.Module):
 # or 512; bsr tiles are 512), run that network at fp32 instead: a little slower, never a crash.
 INT8_MIN_LATENT_SIDE = 16
 LATENT_FACTOR = 8  # the encoder's input is the image: 8 times the latent's side
+
+
+def run_compiled(compiled: Any, *inputs: torch.Tensor) -> torch.Tensor:
+    """One call of an OpenVINO compiled model on torch tensors (float32, on the CPU); a tensor of its own."""
+    arrays = [t.detach().to("cpu", torch.float32).contiguous().numpy() for t in inputs]
+    return torch.from_numpy(compiled(arrays)[0].copy())  # the request reuses its output buffer at the next call
 
 
 def _digest(path: Path) -> str | None:

@@ -23,6 +23,7 @@ run tries again).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import statistics
 import time
@@ -135,16 +136,18 @@ def psnr_db(a: "torch.Tensor", b: "torch.Tensor") -> float:
     return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10 * math.log10(1.0 / mse))
 
 
-def _restore_all(model: "ElirModel", inputs: np.ndarray, device: "torch.device") -> list["torch.Tensor"]:
-    """Each calibration image restored alone, with its own fixed noise."""
+def _restore_one(model: "ElirModel", crop: np.ndarray, index: int, device: "torch.device") -> "torch.Tensor":
+    """Calibration image number ``index`` restored alone, with its own fixed noise."""
     import torch
 
-    outputs = []
-    for i, crop in enumerate(inputs):
-        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(device)  # (1,3,S,S)
-        generator = torch.Generator(device="cpu").manual_seed(SEED + i)
-        outputs.append(model.restore(x, generator=generator).float().cpu())
-    return outputs
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(device)  # (1,3,S,S)
+    generator = torch.Generator(device="cpu").manual_seed(SEED + index)
+    return model.restore(x, generator=generator).float().cpu()
+
+
+def _restore_all(model: "ElirModel", inputs: np.ndarray, device: "torch.device") -> list["torch.Tensor"]:
+    """Each calibration image restored alone, with its own fixed noise."""
+    return [_restore_one(model, crop, i, device) for i, crop in enumerate(inputs)]
 
 
 def measure(model_fp32: "ElirModel", model_reduced: "ElirModel", inputs: np.ndarray,
@@ -342,15 +345,11 @@ def _paired_seconds(models: dict[str, "ElirModel"], inputs: np.ndarray, device: 
     and their ratio holds (timed one model after the other, a shared 2-core
     machine gave fp32/int8 ratios of 1.8x and 3.9x for the same pair).
     """
-    import torch
-
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for i, crop in enumerate(inputs):
-        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(device)  # (1,3,S,S)
         for name, model in models.items():
-            generator = torch.Generator(device="cpu").manual_seed(SEED + i)
             started = time.perf_counter()
-            model.restore(x, generator=generator)
+            _restore_one(model, crop, i, device)
             seconds[name].append(time.perf_counter() - started)
     return {name: statistics.median(times[1:] or times) for name, times in seconds.items()}
 
@@ -384,19 +383,6 @@ def _stage_inputs(model: "ElirModel", inputs: np.ndarray, device: "torch.device"
     return outputs, met, spent
 
 
-class _CompiledStage:
-    """A network compiled by NNCF (accuracy control), called like the PyTorch module it stands for."""
-
-    def __init__(self, compiled: object) -> None:
-        self.compiled = compiled
-
-    def __call__(self, *inputs: "torch.Tensor") -> "torch.Tensor":
-        import torch
-
-        arrays = [t.detach().to("cpu", torch.float32).contiguous().numpy() for t in inputs]
-        return torch.from_numpy(self.compiled(arrays)[0].copy())  # type: ignore[operator]
-
-
 def calibrate_int8(model: "ElirModel", task: str, *, sha256: str | None, log: Log | None = None,
                    faces: list[np.ndarray] | None = None) -> tuple["ElirModel", CalibrationRecord]:
     """Quantize the float32 ``model`` to int8 on OpenVINO, within :data:`THRESHOLD_DB` of fp32 where NNCF can.
@@ -423,7 +409,7 @@ def calibrate_int8(model: "ElirModel", task: str, *, sha256: str | None, log: Lo
     import torch
 
     from elir_cli.model import int8
-    from elir_cli.model.openvino_backend import OpenVinoStage, convert
+    from elir_cli.model.openvino_backend import OpenVinoStage, convert, run_compiled
     from elir_cli.model.runtime import cpu_supports_bf16, prepare_model, resolve_runtime
     from elir_cli.model.stages import STAGES, examples, with_stages
 
@@ -446,8 +432,8 @@ def calibrate_int8(model: "ElirModel", task: str, *, sha256: str | None, log: Lo
     def assemble(chosen: dict[str, object | None], compiled: tuple[str, object] | None = None) -> "ElirModel":
         """The restorer with each network at int8 (its quantized model) or fp32 (None), one maybe NNCF's."""
         def make(name: str, module: torch.nn.Module, ex: tuple[torch.Tensor, ...]) -> object:
-            if compiled is not None and compiled[0] == name:
-                return _CompiledStage(compiled[1])
+            if compiled is not None and compiled[0] == name:  # NNCF's, during accuracy control
+                return functools.partial(run_compiled, compiled[1])
             quantized = chosen[name]
             network = quantized if quantized is not None else converted[name]
             key = (name, id(network))
@@ -458,8 +444,8 @@ def calibrate_int8(model: "ElirModel", task: str, *, sha256: str | None, log: Lo
         return with_stages(reference, "openvino", "int8", make)  # type: ignore[arg-type]
 
     def scores(candidate: "ElirModel", items: list[int]) -> list[float]:
-        got = _restore_all(candidate, inputs[items], device)
-        return [min(METRIC_CAP_DB, psnr_db(wanted[i], out)) for i, out in zip(items, got)]
+        """Capped PSNR of each item (an image's index: its noise is the reference's) against fp32."""
+        return [min(METRIC_CAP_DB, psnr_db(wanted[i], _restore_one(candidate, inputs[i], i, device))) for i in items]
 
     chosen: dict[str, object | None] = {name: plain[name].model for name in STAGES}
     per_image = scores(assemble(chosen), list(range(len(inputs))))
@@ -468,18 +454,17 @@ def calibrate_int8(model: "ElirModel", task: str, *, sha256: str | None, log: Lo
         say(f"int8 everywhere is {min(per_image):.1f} dB from fp32 (threshold {THRESHOLD_DB:.0f}); NNCF's accuracy "
             "control keeps the most sensitive layers in fp32...")
         chosen = dict.fromkeys(STAGES)
-        level = METRIC_CAP_DB
+        per_image = [METRIC_CAP_DB]  # all four networks at fp32
         for name in sorted(STAGES, key=lambda n: -spent[n]):
             def validate(compiled: object, items: list[int], name: str = name) -> tuple[float, list[float]]:
                 values = scores(assemble(chosen, (name, compiled)), list(items))
                 return min(values), values
 
             result = int8.quantize_with_control(converted[name], met[name], list(range(len(inputs))), validate,
-                                                max_drop=max(0.0, level - THRESHOLD_DB), plain=plain[name])
+                                                max_drop=max(0.0, min(per_image) - THRESHOLD_DB), plain=plain[name])
             chosen[name] = result.model
             reverted += result.reverted
-            level = min(scores(assemble(chosen), list(range(len(inputs)))))
-        per_image = scores(assemble(chosen), list(range(len(inputs))))
+            per_image = scores(assemble(chosen), list(range(len(inputs))))
     from elir_cli.model.openvino_backend import to_openvino
 
     final = to_openvino(reference, "int8", cache_dir=None if sha256 is None else openvino_cache_dir(sha256),

@@ -296,6 +296,11 @@ class CalibrationRecord:
     quantized: int | None = None
     reverted: int | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "CalibrationRecord":
+        """A record from its JSON form (``asdict``'s, where the per-image list is a list)."""
+        return cls(**{**data, "per_image_db": tuple(data.get("per_image_db", ()))})
+
 
 def openvino_cache_dir(sha256: str) -> Path:
     """The OpenVINO backend's converted and compiled models for the weights file with this sha256."""
@@ -315,9 +320,8 @@ def read_calibration(sha256: str, precision: str, device_kind: str) -> Calibrati
     """The recorded calibration, or None when there is none (or it is unreadable)."""
     try:
         data = json.loads(calibration_path(sha256, precision, device_kind).read_text(encoding="utf-8"))
-        data["per_image_db"] = tuple(data.get("per_image_db", ()))
-        return CalibrationRecord(**data)
-    except (OSError, ValueError, TypeError):
+        return CalibrationRecord.from_dict(data)
+    except (OSError, ValueError, TypeError, AttributeError):  # AttributeError: JSON that is not an object
         return None
 
 
